@@ -1,0 +1,157 @@
+"""The Knob abstraction: a sampling setting with a grid of candidate values.
+
+A knob turns the logits a completion was sampled from into, for every candidate value c_k, the
+length-normalised log-likelihood of that completion had it been sampled with c_k:
+
+    l_ik = (1 / |tau_i|) * sum_{t in tau_i} log p_{c_k}(o_t | z_t)
+
+where z_t are the raw logits at completion step t and o_t the token taken. Subclasses implement only
+``token_logprobs`` (per token, for all candidates); this class does the validation, masking, chunking and
+length normalisation, so that no [B, L, V, K] tensor is ever built and no autograd graph is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import torch
+
+from metahp.errors import ConfigError, InputError
+
+# Working memory of one chunk of logits, in elements (64 MiB of float32).
+_CHUNK_ELEMENTS = 1 << 24
+
+
+class Knob(ABC):
+    """A sampling knob with a validated, sorted grid of candidate values.
+
+    Subclasses set ``name`` (equal to the backend keyword: temperature, top_p, top_k, min_p) and
+    ``default_values``, check the domain in ``check_value`` and compute likelihoods in ``token_logprobs``.
+    """
+
+    name: ClassVar[str]
+    default_values: ClassVar[tuple[float, ...]]
+
+    def __init__(self, values: Iterable[float] | None = None):
+        raw = self.default_values if values is None else tuple(values)
+        if len(raw) == 0:
+            raise ConfigError(f"{self.name}: the candidate grid is empty; pass at least one value, e.g. "
+                              f"{list(self.default_values)}.")
+        checked = []
+        for v in raw:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"{self.name}: candidate {v!r} is not a number; pass numbers such as "
+                                  f"{list(self.default_values[:3])}.")
+            if not math.isfinite(float(v)):
+                raise ConfigError(f"{self.name}: candidate {v!r} is not finite; remove it from the grid.")
+            checked.append(self.check_value(v))
+        if len(set(checked)) != len(checked):
+            dups = sorted({v for v in checked if checked.count(v) > 1})
+            raise ConfigError(f"{self.name}: duplicate candidates {dups}; list each value once.")
+        self._values = tuple(sorted(checked))
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The candidate grid, sorted ascending."""
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self._values)})"
+
+    @abstractmethod
+    def check_value(self, value: float) -> float:
+        """Return ``value`` (normalised to the knob's type) or raise ConfigError if outside the domain."""
+
+    @abstractmethod
+    def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token log-likelihood under every candidate.
+
+        ``logits``: float32 [N, V] raw logits of N completion tokens; ``tokens``: int64 [N].
+        Returns float32 [N, K]. Called under no_grad on chunks bounded in size; must not build [N, V, K].
+        """
+
+    def sequence_logprobs(
+        self,
+        logits: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        chunk_elements: int = _CHUNK_ELEMENTS,
+    ) -> torch.Tensor:
+        """Length-normalised log-likelihood of each completion under every candidate.
+
+        Args:
+            logits: [B, L, V] raw (unscaled) logits that produced each completion token.
+            tokens: [B, L] the completion tokens.
+            mask: [B, L] 1 on completion tokens, 0 on padding.
+        Returns:
+            float32 [B, K] tensor without autograd graph. A row whose mask is all zero (an empty completion,
+            equally likely under every candidate) is all zeros: every reward treats a constant row as
+            carrying no preference, so it is in effect ignored.
+        """
+        logits, tokens, mask = _check_batch(self.name, logits, tokens, mask)
+        batch, length, vocab = logits.shape
+        out = torch.zeros(batch, len(self), dtype=torch.float32)
+        if batch == 0:
+            return out
+        counts = mask.sum(dim=1)
+        rows_per_chunk = max(1, chunk_elements // max(1, length * vocab))
+        with torch.no_grad():
+            for start in range(0, batch, rows_per_chunk):
+                stop = min(batch, start + rows_per_chunk)
+                chunk_mask = mask[start:stop]
+                if not chunk_mask.any():
+                    continue
+                # Only completion tokens are scored: padding never reaches the vocabulary-sized work.
+                z = logits[start:stop][chunk_mask].float()
+                _check_logits(self.name, z)
+                per_token = self.token_logprobs(z, tokens[start:stop][chunk_mask])
+                row_of_token = chunk_mask.nonzero()[:, 0]
+                out[start:stop].index_add_(0, row_of_token, per_token)
+        nonempty = counts > 0
+        out[nonempty] /= counts[nonempty].unsqueeze(1).float()
+        return out
+
+
+def _check_batch(name: str, logits, tokens, mask):
+    logits = torch.as_tensor(logits)
+    tokens = torch.as_tensor(tokens)
+    mask = torch.as_tensor(mask)
+    if logits.dim() != 3:
+        raise InputError(f"{name}.sequence_logprobs: logits must be [B, L, V], got shape {tuple(logits.shape)}.")
+    if not logits.is_floating_point():
+        raise InputError(f"{name}.sequence_logprobs: logits must be floating point, got {logits.dtype}.")
+    batch, length, vocab = logits.shape
+    if tuple(tokens.shape) != (batch, length):
+        raise InputError(f"{name}.sequence_logprobs: tokens has shape {tuple(tokens.shape)} but logits is "
+                         f"{tuple(logits.shape)}; tokens must be [B, L] = [{batch}, {length}].")
+    if tuple(mask.shape) != (batch, length):
+        raise InputError(f"{name}.sequence_logprobs: mask has shape {tuple(mask.shape)}; it must be "
+                         f"[B, L] = [{batch}, {length}] like tokens.")
+    if tokens.is_floating_point():
+        raise InputError(f"{name}.sequence_logprobs: tokens must be integer token ids, got {tokens.dtype}.")
+    mask = mask.bool()
+    tokens = tokens.long()
+    if vocab == 0:
+        raise InputError(f"{name}.sequence_logprobs: the vocabulary dimension of logits is empty.")
+    used = tokens[mask]
+    if used.numel() and (used.min() < 0 or used.max() >= vocab):
+        raise InputError(f"{name}.sequence_logprobs: token ids must lie in [0, {vocab}) on masked positions; "
+                         f"got range [{int(used.min())}, {int(used.max())}]. Are tokens and logits aligned "
+                         f"(logits at step t predict tokens[t])?")
+    return logits, tokens, mask
+
+
+def _check_logits(name: str, z: torch.Tensor) -> None:
+    # -inf is legitimate (a token banned by a logits processor); NaN and +inf are not.
+    if torch.isnan(z).any() or torch.isposinf(z).any():
+        raise InputError(f"{name}.sequence_logprobs: logits contain NaN or +inf on completion tokens; "
+                         f"check the model output (overflow in half precision?) before the meta-update.")
+
+

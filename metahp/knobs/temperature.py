@@ -1,0 +1,46 @@
+"""Temperature: p_T(o | z) = softmax(z / T)[o]."""
+
+from __future__ import annotations
+
+import torch
+
+from metahp.errors import ConfigError
+from metahp.knobs.base import Knob
+
+
+class Temperature(Knob):
+    """Sampling temperature T > 0; candidates default to TAMPO's grid 0.6, 0.7, ..., 1.5.
+
+    For each completion token with logits z and taken token o:
+
+        log p_T(o) = (z_o - m) / T - log sum_v exp((z_v - m) / T),     m = max_v z_v.
+
+    The row max m is computed once and reused for every candidate: after the shift the largest term of the
+    sum is exp(0) = 1, so the sum is >= 1 and needs no second max. Cost: one exp over the vocabulary per
+    token per candidate.
+
+    >>> Temperature([1.0, 0.5]).values
+    (0.5, 1.0)
+    """
+
+    name = "temperature"
+    default_values = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+
+    def check_value(self, value: float) -> float:
+        value = float(value)
+        if value <= 0:
+            raise ConfigError(f"temperature: candidate {value} is not positive; temperatures must be > 0 "
+                              f"(use a small value such as 0.1 for near-greedy sampling).")
+        return value
+
+    def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        taken = shifted.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        out = torch.empty(logits.shape[0], len(self), dtype=torch.float32)
+        scaled = torch.empty_like(shifted)  # one reusable buffer, never [N, V, K]
+        for k, temperature in enumerate(self.values):
+            inv = 1.0 / temperature
+            torch.mul(shifted, inv, out=scaled)
+            log_partition = scaled.exp_().sum(dim=-1).log_()
+            out[:, k] = taken * inv - log_partition
+        return out

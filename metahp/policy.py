@@ -1,0 +1,296 @@
+"""The meta-policy: a distribution over a knob's candidate values, sampled once per generation batch and
+updated from that batch's rollouts (no extra generation).
+
+``MetaPolicy`` is the contract adapters and users rely on; ``GridMetaPolicy`` composes a knob, a reward, an
+updater and a selection rule; ``meta_policy(...)`` builds one by name.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+from metahp import _options
+from metahp.errors import ConfigError, InputError, StateError
+from metahp.knobs import Knob, make_knob
+from metahp.rewards import REWARDS, Batch, Reward
+from metahp.selection import SELECTIONS, selection_options
+from metahp.updaters import UPDATERS, Feedback, Updater
+
+STATE_FORMAT = "metahp.GridMetaPolicy/1"
+DEFAULT_REWARD = {"per_candidate": "trajectory_likelihood", "chosen": "reward_improvement"}
+
+
+def format_value(value: float) -> str:
+    """How a candidate appears in metric names: metahp/prob/0.7."""
+    return f"{value:g}"
+
+
+class MetaPolicy(ABC):
+    """A distribution over candidate values of one sampling knob, learned online.
+
+    Lifecycle per generation batch: ``value = policy.sample()`` -> roll out at ``value`` -> train ->
+    ``metrics = policy.update(...)`` from the same rollouts.
+    """
+
+    knob: Knob
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The candidate values, sorted ascending."""
+        return self.knob.values
+
+    @property
+    @abstractmethod
+    def probs(self) -> np.ndarray:
+        """The current distribution over ``values`` (non-negative, sums to 1)."""
+
+    @property
+    @abstractmethod
+    def needs_likelihoods(self) -> bool:
+        """Whether ``update`` uses per-candidate likelihoods (else only the batch's mean reward)."""
+
+    @abstractmethod
+    def sample(self) -> float:
+        """Draw the value for the next generation batch (from the policy's own seeded generator)."""
+
+    @abstractmethod
+    def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
+               batch_size: int | None = None) -> dict[str, float]:
+        """Learn from one batch; return metrics named metahp/<knob>, metahp/prob/<v>, metahp/advantage/<v>."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state, including the random generator: save -> load -> continue equals continue."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output; refuses a state from another knob, grid or updater."""
+
+    @property
+    def expected_value(self) -> float:
+        return float(np.dot(self.probs, self.values))
+
+    def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None
+                           ) -> dict[str, float]:
+        """``update`` from the logits that sampled the batch ([B, L, V], raw, unscaled).
+
+        Rows with zero advantage carry no signal, so their likelihoods are never computed (they still count
+        in the batch size N of a_k = (1/N) sum_i w_ik A_i).
+        """
+        advantages = torch.as_tensor(advantages)
+        if advantages.dim() != 1:
+            raise InputError(f"advantages must be 1-D [B], got shape {tuple(advantages.shape)}.")
+        if not self.needs_likelihoods:
+            return self.update(advantages=advantages, reward=reward)
+        informative = advantages != 0
+        logp = self.knob.sequence_logprobs(logits[informative], torch.as_tensor(tokens)[informative],
+                                           torch.as_tensor(mask)[informative])
+        return self.update(logp, advantages[informative], reward=reward, batch_size=len(advantages))
+
+
+class GridMetaPolicy(MetaPolicy):
+    """Knob + reward + updater + selection, over a finite grid of candidates."""
+
+    def __init__(self, knob: Knob, updater: Updater, reward: Reward, selection: str = "nucleus",
+                 seed: int | None = 0, nucleus_p: float = 0.7):
+        if updater.feedback != reward.kind:
+            raise ConfigError(
+                f"updater {updater.name!r} learns from {updater.feedback} feedback but reward {reward.name!r} "
+                f"gives {reward.kind} feedback; use reward={DEFAULT_REWARD[updater.feedback]!r} (its default).")
+        if selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {selection!r}; valid selections: {sorted(SELECTIONS)}.")
+        self.knob = knob
+        self.updater = updater
+        self.reward = reward
+        self.selection = selection
+        self.nucleus_p = nucleus_p
+        self._rng = np.random.default_rng(seed)
+        self._updater_state = updater.init(knob.values)
+        self._reward_state = reward.init()
+        self._chosen: int | None = None
+        self.step = 0
+
+    def __repr__(self) -> str:
+        return (f"GridMetaPolicy(knob={self.knob!r}, updater={self.updater.name}{self.updater.options}, "
+                f"reward={self.reward.name}{self.reward.options}, selection={self.selection!r})")
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.updater.probs(self._updater_state)
+
+    @property
+    def needs_likelihoods(self) -> bool:
+        return self.reward.kind == "per_candidate"
+
+    @property
+    def value(self) -> float | None:
+        """The value last drawn by ``sample()`` (None before the first draw)."""
+        return None if self._chosen is None else self.values[self._chosen]
+
+    def sample(self) -> float:
+        kwargs = {"nucleus_p": self.nucleus_p} if self.selection == "nucleus" else {}
+        self._chosen = SELECTIONS[self.selection](self.probs, self._rng, **kwargs)
+        return self.values[self._chosen]
+
+    def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
+               batch_size: int | None = None) -> dict[str, float]:
+        batch = self._check_batch(seq_logprobs, advantages, reward, batch_size)
+        signal, self._reward_state = self.reward(self._reward_state, batch)
+        if self.reward.kind == "per_candidate":
+            feedback = Feedback(advantages=np.asarray(signal, dtype=np.float64), chosen=self._chosen)
+        else:
+            if self._chosen is None:
+                raise InputError(f"updater {self.updater.name!r} credits the value that was used: call sample() "
+                                 f"before update().")
+            feedback = Feedback(chosen=self._chosen, reward=float(signal))
+        self._updater_state = self.updater.update(self._updater_state, feedback)
+        self.step += 1
+        return self._metrics(feedback)
+
+    def _metrics(self, feedback: Feedback) -> dict[str, float]:
+        name = self.knob.name
+        probs = self.probs
+        metrics: dict[str, float] = {}
+        if self._chosen is not None:
+            metrics[f"metahp/{name}"] = float(self.values[self._chosen])
+        metrics[f"metahp/{name}_mean"] = float(np.dot(probs, self.values))
+        for v, p in zip(self.values, probs, strict=True):
+            metrics[f"metahp/prob/{format_value(v)}"] = float(p)
+        if feedback.advantages is not None:
+            for v, a in zip(self.values, feedback.advantages, strict=True):
+                metrics[f"metahp/advantage/{format_value(v)}"] = float(a)
+        if feedback.reward is not None:
+            metrics["metahp/bandit_reward"] = feedback.reward
+        return metrics
+
+    def _check_batch(self, seq_logprobs, advantages, reward, batch_size) -> Batch:
+        k = len(self.values)
+        logp = adv = None
+        if advantages is not None:
+            adv = _as_numpy(advantages, "advantages")
+            if adv.ndim != 1:
+                raise InputError(f"advantages must be 1-D [B], got shape {adv.shape}.")
+            if not np.isfinite(adv).all():
+                raise InputError(f"advantages contain {int((~np.isfinite(adv)).sum())} NaN or infinite values; "
+                                 f"check the rewards (a group with zero reward variance must give A = 0).")
+        if seq_logprobs is not None:
+            logp = _as_numpy(seq_logprobs, "seq_logprobs")
+            if logp.ndim != 2 or logp.shape[1] != k:
+                raise InputError(f"seq_logprobs must be [B, K] with K = {k} candidates {list(self.values)}, got "
+                                 f"shape {logp.shape}; compute it with policy.knob.sequence_logprobs().")
+            if np.isnan(logp).any() or np.isposinf(logp).any():
+                raise InputError("seq_logprobs contain NaN or +inf; log-likelihoods must be finite or -inf.")
+            if adv is None or len(adv) != len(logp):
+                raise InputError(f"seq_logprobs has {len(logp)} rows but advantages has "
+                                 f"{None if adv is None else len(adv)}; pass one advantage per trajectory.")
+            dead = ~np.isfinite(logp).any(axis=1) & (adv != 0)
+            if dead.any():
+                raise InputError(f"trajectories {np.flatnonzero(dead)[:5].tolist()} are impossible under every "
+                                 f"candidate (all -inf); widen the grid or check the logits.")
+        if self.needs_likelihoods:
+            if logp is None:
+                raise InputError("this policy's reward needs seq_logprobs=[B, K] and advantages=[B] (or call "
+                                 "update_from_logits); got no seq_logprobs.")
+            if batch_size is None and len(logp) == 0:
+                raise InputError("empty batch: seq_logprobs has 0 rows; pass at least one trajectory.")
+        n = batch_size if batch_size is not None else (len(logp) if logp is not None else None)
+        if n is not None and (n < 1 or (logp is not None and n < len(logp))):
+            raise InputError(f"batch_size={n} must be >= 1 and >= the {0 if logp is None else len(logp)} rows "
+                             f"passed (it counts every trajectory, scored or skipped).")
+        return Batch(seq_logprobs=logp, advantages=adv, batch_size=n, mean_reward=reward)
+
+    # -- checkpointing ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "knob": self.knob.name,
+            "values": list(self.values),
+            "updater": self.updater.name,
+            "updater_options": dict(self.updater.options),
+            "reward": self.reward.name,
+            "reward_options": dict(self.reward.options),
+            "selection": self.selection,
+            "nucleus_p": self.nucleus_p,
+            "updater_state": {k: np.asarray(v).tolist() for k, v in self._updater_state.items()},
+            "reward_state": copy.deepcopy(self._reward_state),
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+            "chosen_index": self._chosen,
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise StateError(f"not a metahp meta-policy state (expected format {STATE_FORMAT!r}); pass the dict "
+                             f"returned by policy.state_dict() (or json.load of it).")
+        mine = self.state_dict()
+        for key in ("knob", "values", "updater", "updater_options", "reward", "reward_options", "selection",
+                    "nucleus_p"):
+            if state.get(key) != mine[key]:
+                raise StateError(f"state dict has {key}={state.get(key)!r} but this policy has {key}="
+                                 f"{mine[key]!r}; build the policy with the same settings before loading.")
+        template = self.updater.init(self.values)
+        if set(state["updater_state"]) != set(template):
+            raise StateError(f"updater_state has keys {sorted(state['updater_state'])}, expected "
+                             f"{sorted(template)}.")
+        restored = {}
+        for key, like in template.items():
+            arr = np.asarray(state["updater_state"][key], dtype=like.dtype)
+            if arr.ndim != like.ndim or (arr.ndim and like.shape[0] == len(self.values)
+                                         and arr.shape != like.shape):
+                raise StateError(f"updater_state[{key!r}] has shape {arr.shape}, expected {like.shape}.")
+            restored[key] = arr
+        chosen = state["chosen_index"]
+        if chosen is not None and not 0 <= chosen < len(self.values):
+            raise StateError(f"chosen_index={chosen} is outside the grid of {len(self.values)} candidates.")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self._updater_state = restored
+        self._reward_state = copy.deepcopy(state["reward_state"])
+        self._rng = rng
+        self._chosen = chosen
+        self.step = int(state["step"])
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{name} must be numeric (a tensor, array or list), got {type(x).__name__}.") from err
+
+
+def meta_policy(knob: str | Knob = "temperature", updater: str = "tampo", values=None, seed: int | None = 0,
+                *, reward: str | None = None, selection: str | None = None, **options) -> GridMetaPolicy:
+    """Build a meta-policy by name.
+
+    >>> policy = meta_policy("temperature", "tampo", seed=0)   # TAMPO exactly: grid 0.6..1.5, alpha 0.05
+    >>> policy.values[:3], policy.probs[:3]
+    ((0.6, 0.7, 0.8), array([0.1, 0.1, 0.1]))
+
+    ``options`` go to whichever component declares them: the updater (e.g. alpha, lr, gamma, window), the
+    reward (normalizer, baseline_alpha) or the selection (nucleus_p). Unknown names list the valid ones.
+    """
+    knob_obj = make_knob(knob, values)
+    if updater not in UPDATERS:
+        raise ConfigError(f"unknown updater {updater!r}; valid updaters: {sorted(UPDATERS)}.")
+    factory = UPDATERS[updater]
+    updater_obj = _options.build(f"updater {updater!r}", factory,
+                                 {k: v for k, v in options.items() if k in _options.accepted(factory)})
+    rest = {k: v for k, v in options.items() if k not in _options.accepted(factory)}
+    reward_name = reward or DEFAULT_REWARD[updater_obj.feedback]
+    if reward_name not in REWARDS:
+        raise ConfigError(f"unknown reward {reward_name!r}; valid rewards: {sorted(REWARDS)}.")
+    routed = _options.route(rest, {"reward": REWARDS[reward_name], "selection": selection_options,
+                                   f"updater {updater!r}": factory})
+    reward_obj = _options.build(f"reward {reward_name!r}", REWARDS[reward_name], routed["reward"])
+    sel = _options.build("selection", selection_options, routed["selection"])
+    # Instantiating the updater's state now surfaces grid problems (e.g. constant's value not in the grid).
+    updater_obj.init(knob_obj.values)
+    return GridMetaPolicy(knob_obj, updater_obj, reward_obj, selection or updater_obj.selection, seed,
+                          nucleus_p=sel["nucleus_p"])

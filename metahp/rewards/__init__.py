@@ -1,0 +1,9 @@
+"""Rewards: what each batch tells the meta-policy. One file per reward; add one export line below."""
+
+from metahp.rewards.base import Batch, Reward
+from metahp.rewards.reward_improvement import RewardImprovement
+from metahp.rewards.trajectory_likelihood import NORMALIZERS, TrajectoryLikelihood
+
+REWARDS: dict[str, type[Reward]] = {cls.name: cls for cls in (TrajectoryLikelihood, RewardImprovement)}
+
+__all__ = ["NORMALIZERS", "REWARDS", "Batch", "Reward", "RewardImprovement", "TrajectoryLikelihood"]

@@ -1,0 +1,54 @@
+"""What a reward is: a map from one batch of rollouts to the feedback an updater learns from.
+
+Two kinds of feedback exist:
+- ``per_candidate``: a vector a[K], one score for every candidate value, computed from rollouts taken at a
+  single value (full information, e.g. TAMPO's trajectory-likelihood reward);
+- ``chosen``: a scalar for the value that was actually used (bandit feedback).
+Rewards may keep a little state (e.g. a running baseline); it lives in the policy's state dict.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+
+FeedbackKind = Literal["per_candidate", "chosen"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One generation batch as the meta-policy sees it.
+
+    seq_logprobs: [B, K] length-normalised log-likelihood of each scored trajectory under each candidate.
+    advantages: [B] the trajectories' advantages (GRPO: group-normalised rewards).
+    batch_size: N, the number of trajectories in the whole batch (>= B when zero-advantage rows were skipped).
+    mean_reward: the batch's mean task reward, for scalar (bandit) feedback.
+    """
+
+    seq_logprobs: np.ndarray | None = None
+    advantages: np.ndarray | None = None
+    batch_size: int | None = None
+    mean_reward: float | None = None
+
+
+class Reward(ABC):
+    """Base class: subclasses set ``name`` and ``kind`` and implement ``__call__``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[FeedbackKind]
+
+    def init(self) -> dict:
+        """Initial state (JSON-safe values only)."""
+        return {}
+
+    @property
+    def options(self) -> dict:
+        """The constructor arguments, for the state dict."""
+        return {}
+
+    @abstractmethod
+    def __call__(self, state: dict, batch: Batch) -> tuple[np.ndarray | float, dict]:
+        """Return (feedback, new_state) without mutating ``state``."""
