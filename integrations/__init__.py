@@ -1,4 +1,33 @@
 """Thin adapters between metahp's meta-policies and training frameworks (shipped as metahp.integrations).
 
-Each adapter lives in its own module and is imported lazily, so importing metahp never imports a framework.
+Each adapter module exposes ``supports(trainer) -> bool`` and
+``attach(trainer, *, knob, updater, values, seed, **options) -> adapter`` (an object with ``.policy``).
+Modules are imported lazily, so importing metahp never imports a framework.
 """
+
+from __future__ import annotations
+
+import importlib
+
+from metahp.errors import ConfigError
+
+# module name -> what it adapts (for the error message); tried in order.
+ADAPTERS = {
+    "metahp.integrations.reference": "metahp.training.GRPOTrainer (metahp's reference GRPO loop)",
+    "metahp.integrations.trl": "trl.GRPOTrainer",
+}
+
+
+def adapt(trainer, knob="temperature", updater="tampo", values=None, seed=None, **options):
+    """Attach a meta-policy over ``knob`` to ``trainer``; returns the adapter (``adapter.policy``)."""
+    for module_name in ADAPTERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith("metahp.integrations"):
+                continue  # adapter not shipped in this version
+            raise
+        if module.supports(trainer):
+            return module.attach(trainer, knob=knob, updater=updater, values=values, seed=seed, **options)
+    raise ConfigError(f"metahp.adapt: no adapter for {type(trainer).__module__}.{type(trainer).__qualname__}; "
+                      f"supported trainers: {list(ADAPTERS.values())}.")

@@ -1,6 +1,7 @@
 """metahp: learn an RL policy's sampling knobs online, while training it with GRPO (TAMPO and beyond)."""
 
 from metahp.errors import ConfigError, InputError, MetaHPError, StateError
+from metahp.integrations import adapt
 from metahp.knobs import KNOBS, Knob, Temperature
 from metahp.policy import GridMetaPolicy, MetaPolicy, meta_policy
 from metahp.rewards import REWARDS
@@ -11,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KNOBS", "REWARDS", "UPDATERS", "ConfigError", "GridMetaPolicy", "InputError", "Knob", "MetaHPError",
-    "MetaPolicy", "StateError", "Temperature", "meta_policy", "sparsemax",
+    "MetaPolicy", "StateError", "Temperature", "adapt", "meta_policy", "sparsemax",
 ]
