@@ -1,0 +1,65 @@
+"""Built-in tasks: single-turn text problems with strict verifiers, as plain Python and as gymnasium envs.
+
+One file per task family; add the class to ``TASKS`` below and it is registered with gymnasium as
+``metahp/<EnvName>-v0``.
+
+Example::
+
+    from metahp.tasks import make_task
+    task = make_task("addition", difficulty=3, seed=0)
+    problems = task.sample_prompts(8, rng=0, split="train")
+    rewards = [task.reward(p, task.demonstration(p)) for p in problems]   # all 1.0
+
+    import gymnasium
+    env = gymnasium.make("metahp/Countdown-v0", difficulty=3)
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from metahp.errors import ConfigError
+from metahp.tasks.addition import Addition
+from metahp.tasks.base import Problem, Task, TextEnv, split_of
+from metahp.tasks.countdown import Countdown
+from metahp.tasks.strings import Reverse, Sort
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort)}
+
+# Every character any built-in task can use: a tokenizer over it serves all tasks.
+ALL_TASKS_ALPHABET = "".join(sorted({c for cls in TASKS.values() for c in cls(None).alphabet}))
+
+
+def make_task(name: str | Task, difficulty: int | None = None, seed: int | None = 0) -> Task:
+    """A task from its name (``"addition"``, ``"countdown"``, ``"reverse"``, ``"sort"``) or an instance.
+
+    ``difficulty=None`` takes the task's default. Example: ``make_task("reverse", difficulty=6)``.
+    """
+    if isinstance(name, Task):
+        return name
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}.")
+    return TASKS[name](difficulty, seed)
+
+
+def make_env(task: str, difficulty: int | None = None, seed: int | None = 0, render_mode: str | None = None):
+    """The gymnasium env of a task (the entry point of the registered ``metahp/<EnvName>-v0`` ids)."""
+    return TextEnv(make_task(task, difficulty, seed), render_mode=render_mode)
+
+
+def env_id(name: str) -> str:
+    """The gymnasium id of a task name: ``env_id("addition") == "metahp/Addition-v0"``."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}.")
+    return f"metahp/{TASKS[name].env_name}-v0"
+
+
+for _name in TASKS:
+    # Guarded so a module reload does not trigger gymnasium's "overriding environment" warning.
+    if env_id(_name) not in gymnasium.registry:
+        gymnasium.register(id=env_id(_name), entry_point="metahp.tasks:make_env", kwargs={"task": _name})
+
+__all__ = [
+    "ALL_TASKS_ALPHABET", "TASKS", "Addition", "Countdown", "Problem", "Reverse", "Sort", "Task", "TextEnv",
+    "env_id", "make_env", "make_task", "split_of",
+]
