@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from metahp.demo import DemoSettings
 from metahp.errors import MetaHPError
 
 
@@ -26,6 +27,27 @@ def synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo_doc() -> str:
+    from metahp import demo
+
+    return demo.__doc__
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from metahp.demo import run_demo
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    settings = DemoSettings(task=args.task, difficulty=args.difficulty, model=args.model, steps=args.steps,
+                            knob=args.knob, updater=args.updater, fixed_temperature=args.fixed_temperature,
+                            seed=args.seed, output_dir=args.output_dir, eval_problems=args.eval_problems)
+    if args.smoke:
+        settings.steps, settings.eval_problems, settings.prompts_per_step, settings.num_generations = 3, 16, 2, 4
+    run_demo(settings, progress=not args.no_progress)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metahp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,10 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     syn.add_argument("--updaters", nargs="+", default=["tampo", "softmax_gradient", "exp3", "sliding_window_ucb",
                                                        "thompson", "constant"])
     syn.set_defaults(func=synthetic)
-    demo = sub.add_parser("demo", help="the main demo (for now: the synthetic comparison)")
-    demo.add_argument("--steps", type=int, default=60)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=synthetic, updaters=syn.get_default("updaters"))
+    demo = sub.add_parser("demo", help="GRPO with an adapted temperature vs a fixed one (about 3 minutes on 2 CPUs)",
+                          description=run_demo_doc())
+    defaults = DemoSettings()
+    demo.add_argument("--task", default=defaults.task, help="addition, countdown, reverse, sort")
+    demo.add_argument("--difficulty", type=int, default=None, help="task difficulty (default: the task's own)")
+    demo.add_argument("--model", default=defaults.model, help="'tiny' (random Qwen2, warm-started), 'smollm2', "
+                                                               "or a local model folder")
+    demo.add_argument("--steps", type=int, default=defaults.steps)
+    demo.add_argument("--knob", default=defaults.knob)
+    demo.add_argument("--updater", default=defaults.updater)
+    demo.add_argument("--fixed-temperature", type=float, default=defaults.fixed_temperature)
+    demo.add_argument("--seed", type=int, default=defaults.seed)
+    demo.add_argument("--output-dir", default=defaults.output_dir)
+    demo.add_argument("--eval-problems", type=int, default=defaults.eval_problems)
+    demo.add_argument("--smoke", action="store_true", help="a few steps on a tiny budget (for tests)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=demo_command)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,341 @@
+"""metahp's reference GRPO trainer: small, readable, and exact about which temperature did what.
+
+Per step (one generation batch):
+  1. knobs for this batch come from the attached controller (a meta-policy adapter) or the config;
+  2. G completions per prompt are sampled with ``model.generate`` at those knobs, keeping the raw logits
+     that sampled every token (``output_logits=True``: no extra forward pass);
+  3. strict task rewards, group-normalised advantages A_i = (r_i - mean_g r) / std_g r (0 for uniform groups);
+  4. ``epochs`` passes of the clipped policy-ratio loss, log-probs at the sampling temperature:
+        ratio_t = exp(log pi_T(o_t) - log pi_T^old(o_t)),
+        loss = - sum_t min(ratio_t A, clip(ratio_t, 1 - eps, 1 + eps) A) / (number of completion tokens)
+               + beta * KL_k3(pi_T || pi_ref,T)    (optional, k3 estimator)
+     where log pi_T^old comes from the generation logits, so the first epoch has ratio 1 exactly;
+  5. the controller learns from the same rollouts (``after_batch``).
+Wall time is split into generation / policy update / meta-update. ``train`` checkpoints, writes metrics as
+JSON lines, shows a progress bar, and leaves a usable checkpoint when interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from metahp.errors import ConfigError, StateError
+from metahp.synthetic import group_advantages
+
+
+class GRPOConfig(BaseModel):
+    """Settings of the reference trainer, validated eagerly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompts_per_step: int = Field(8, ge=1, description="prompts per generation batch")
+    num_generations: int = Field(8, ge=2, description="G: completions per prompt (>= 2 for a group baseline)")
+    max_completion_tokens: int = Field(8, ge=1)
+    epochs: int = Field(2, ge=1, description="passes of the clipped loss over each batch")
+    learning_rate: float = Field(3e-4, gt=0)
+    clip_eps: float = Field(0.2, gt=0, lt=1)
+    kl_beta: float = Field(0.0, ge=0, description="weight of KL to the frozen initial policy (0: no reference)")
+    max_grad_norm: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature when no meta-policy is attached")
+    eval_temperature: float = Field(1.0, gt=0, description="temperature of pass@k evaluation samples")
+    seed: int = 0
+
+    @classmethod
+    def build(cls, **kwargs) -> GRPOConfig:
+        try:
+            return cls(**kwargs)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in err.errors())
+            raise ConfigError(f"GRPOConfig: {problems}. Valid settings: {list(cls.model_fields)}.") from None
+
+
+@dataclass
+class Rollout:
+    """One generation batch. ``logits`` are the raw logits that sampled each completion token."""
+
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    completion_ids: torch.Tensor  # [B, L]
+    completion_mask: torch.Tensor  # [B, L] 1 up to and including the first eos
+    logits: torch.Tensor  # [B, L, V]
+    knobs: dict[str, float]
+    completions: list[str]
+    rewards: torch.Tensor  # [B]
+    advantages: torch.Tensor  # [B]
+
+
+class KnobController(Protocol):
+    """What the trainer asks of an attached meta-policy adapter."""
+
+    def knobs_for_next_batch(self) -> dict[str, float]: ...
+    def after_batch(self, rollout: Rollout) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+class GRPOTrainer:
+    """GRPO on a ``metahp.tasks`` task with a causal LM from transformers.
+
+    >>> trainer = GRPOTrainer(model, tokenizer, make_task("addition"), GRPOConfig(seed=0))
+    >>> adapter = metahp.adapt(trainer, knob="temperature")   # optional: learn the temperature
+    >>> history = trainer.train(steps=50)
+    """
+
+    SUPPORTED_KNOBS = ("temperature",)
+
+    def __init__(self, model, tokenizer, task, config: GRPOConfig | None = None, **settings):
+        if config is not None and settings:
+            raise ConfigError("pass either config=GRPOConfig(...) or keyword settings, not both.")
+        self.config = config if config is not None else GRPOConfig.build(**settings)
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ConfigError("the tokenizer needs pad and eos tokens (set tokenizer.pad_token = tokenizer.eos_token "
+                              "if it has none).")
+        tokenizer.padding_side = "left"  # not saved with tokenizers: set it again here
+        self.model, self.tokenizer, self.task = model, tokenizer, task
+        self.reference = None
+        if self.config.kl_beta > 0:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.learning_rate)
+        self.controller: KnobController | None = None
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self._rng = np.random.default_rng(self.config.seed)
+        torch.manual_seed(self.config.seed)
+
+    # -- knobs -------------------------------------------------------------------------------------------
+    def attach(self, controller: KnobController) -> None:
+        if self.controller is not None:
+            raise ConfigError("a meta-policy is already attached to this trainer; attach one adapter per trainer "
+                              "(several knobs go through one adapter).")
+        self.controller = controller
+
+    def knobs(self) -> dict[str, float]:
+        knobs = {"temperature": self.config.temperature}
+        if self.controller is not None:
+            knobs.update(self.controller.knobs_for_next_batch())
+        return knobs
+
+    # -- rollouts ----------------------------------------------------------------------------------------
+    def _encode(self, prompts: list[str]):
+        return self.tokenizer(prompts, return_tensors="pt", padding=True)
+
+    def _decode(self, completion: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Completion mask (1 up to and including the first eos) and the text the verifier judges."""
+        is_eos = completion == self.tokenizer.eos_token_id
+        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+        mask = (~after_eos).long()
+        # Text up to (not including) the first eos, other special tokens kept: a completion that sampled e.g.
+        # <pad> is judged as written by the strict verifier, not silently cleaned up.
+        keep = (mask.bool() & ~is_eos).tolist()
+        texts = [self.tokenizer.decode([t for t, k in zip(row, ks, strict=True) if k], skip_special_tokens=False)
+                 for row, ks in zip(completion.tolist(), keep, strict=True)]
+        return mask, texts
+
+    @torch.no_grad()
+    def _sample(self, prompts: list[str], temperature: float, max_new_tokens: int):
+        enc = self._encode(prompts)
+        self.model.eval()
+        out = self.model.generate(
+            **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+            output_logits=True, return_dict_in_generate=True,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        )
+        completion = out.sequences[:, enc["input_ids"].shape[1]:]
+        logits = torch.stack(out.logits, dim=1).float()  # raw: before the temperature warper
+        mask, texts = self._decode(completion)
+        return enc["input_ids"], enc["attention_mask"], completion, mask, logits, texts
+
+    def generate(self) -> Rollout:
+        """Sample this step's batch at the controller's knobs and score it."""
+        cfg = self.config
+        knobs = self.knobs()
+        problems = self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train")
+        prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]
+        pids, pmask, cids, cmask, logits, texts = self._sample(prompts, knobs["temperature"],
+                                                                cfg.max_completion_tokens)
+        targets = [p for p in problems for _ in range(cfg.num_generations)]
+        rewards = torch.tensor([self.task.reward(p, c) for p, c in zip(targets, texts, strict=True)])
+        advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.num_generations)).view(-1)
+        return Rollout(pids, pmask, cids, cmask, logits, knobs, texts, rewards, advantages)
+
+    # -- policy update -----------------------------------------------------------------------------------
+    def completion_logprobs(self, model, rollout: Rollout, temperature: float) -> torch.Tensor:
+        """log pi_T(o_t) of every completion token under ``model`` (with grad if the model has it): [B, L]."""
+        ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
+        mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
+        # Same positions as generate used with left padding.
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        logits = logits[:, rollout.prompt_ids.shape[1] - 1 : -1].float() / temperature
+        return torch.log_softmax(logits, dim=-1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
+
+    def loss(self, new_logp, old_logp, ref_logp, advantages, mask) -> torch.Tensor:
+        """Clipped policy-ratio loss averaged over completion tokens, plus beta * k3 KL to the reference."""
+        ratio = torch.exp(new_logp - old_logp)
+        adv = advantages.unsqueeze(1)
+        per_token = -torch.min(ratio * adv, ratio.clamp(1 - self.config.clip_eps, 1 + self.config.clip_eps) * adv)
+        if ref_logp is not None and self.config.kl_beta > 0:
+            delta = ref_logp - new_logp
+            per_token = per_token + self.config.kl_beta * (torch.exp(delta) - delta - 1)
+        mask = mask.float()
+        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+    def update_policy(self, rollout: Rollout) -> float:
+        temperature = rollout.knobs["temperature"]
+        logits = rollout.logits / temperature
+        old_logp = torch.log_softmax(logits, -1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
+        ref_logp = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logp = self.completion_logprobs(self.reference, rollout, temperature)
+        self.model.train()
+        losses = []
+        for _ in range(self.config.epochs):
+            new_logp = self.completion_logprobs(self.model, rollout, temperature)
+            loss = self.loss(new_logp, old_logp, ref_logp, rollout.advantages, rollout.completion_mask)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            self.optimizer.step()
+            losses.append(float(loss))
+        return float(np.mean(losses))
+
+    # -- one step, many steps ----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        rollout = self.generate()
+        t1 = time.perf_counter()
+        loss = self.update_policy(rollout) if rollout.advantages.abs().sum() > 0 else 0.0
+        t2 = time.perf_counter()
+        meta = self.controller.after_batch(rollout) if self.controller is not None else {}
+        t3 = time.perf_counter()
+        mask = rollout.completion_mask.bool()
+        logp = torch.log_softmax(rollout.logits / rollout.knobs["temperature"], -1)
+        entropy = -(logp.exp() * logp).sum(-1)[mask].mean()
+        groups = rollout.rewards.view(self.config.prompts_per_step, self.config.num_generations)
+        self.step += 1
+        metrics = {
+            "step": self.step, "reward": float(rollout.rewards.mean()),
+            "pass_rate": float((groups.max(dim=1).values > 0).float().mean()),  # prompts with >= 1 success
+            "entropy": float(entropy), "loss": loss, "completion_tokens": float(mask.sum(1).float().mean()),
+            **{f"knob/{k}": v for k, v in rollout.knobs.items()},
+            "time/generation": t1 - t0, "time/policy_update": t2 - t1, "time/meta_update": t3 - t2,
+            **meta,
+        }
+        self.history.append(metrics)
+        return metrics
+
+    def train(self, steps: int, *, output_dir: str | Path | None = None, save_every: int = 0,
+              progress: bool = True, description: str = "GRPO") -> list[dict[str, float]]:
+        """Run until ``self.step == steps``; metrics go to output_dir/metrics.jsonl, checkpoints to output_dir."""
+        from tqdm.auto import tqdm
+
+        out = Path(output_dir) if output_dir is not None else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=steps, initial=self.step, desc=description, disable=not progress, leave=False)
+        try:
+            while self.step < steps:
+                metrics = self.train_step()
+                if out is not None:
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                    if save_every and self.step % save_every == 0:
+                        self.save_checkpoint(out / "checkpoint")
+                bar.set_postfix(reward=f"{metrics['reward']:.2f}", T=f"{metrics['knob/temperature']:.2f}")
+                bar.update(1)
+        except KeyboardInterrupt:
+            if out is not None:
+                self.save_checkpoint(out / "checkpoint")
+                print(f"\ninterrupted at step {self.step}: checkpoint in {out / 'checkpoint'}; resume with "
+                      f"trainer.load_checkpoint(...) then train(...)")
+            raise
+        finally:
+            bar.close()
+        if out is not None:
+            self.save_checkpoint(out / "checkpoint")
+        return self.history
+
+    # -- evaluation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, problems, k: int = 8) -> dict[str, float]:
+        """Held-out greedy accuracy and pass@k (k samples at ``eval_temperature``); restores RNG afterwards."""
+        rng_state = torch.get_rng_state()  # evaluation must not change the training run's random stream
+        try:
+            enc = self._encode([p.prompt for p in problems])
+            self.model.eval()
+            greedy = self.model.generate(**enc, do_sample=False, max_new_tokens=self.config.max_completion_tokens,
+                                         pad_token_id=self.tokenizer.pad_token_id,
+                                         eos_token_id=self.tokenizer.eos_token_id)
+            _, texts = self._decode(greedy[:, enc["input_ids"].shape[1]:])
+            greedy_acc = float(np.mean([self.task.reward(p, t) for p, t in zip(problems, texts, strict=True)]))
+            torch.manual_seed(self.config.seed + 10_007)
+            prompts = [p.prompt for p in problems for _ in range(k)]
+            *_, samples = self._sample(prompts, self.config.eval_temperature, self.config.max_completion_tokens)
+            correct = np.array([self.task.reward(p, t) for p, t in
+                                zip([p for p in problems for _ in range(k)], samples, strict=True)]).reshape(-1, k)
+            pass_k = float(np.mean([pass_at_k(k, int(c), k) for c in correct.sum(1)]))
+            pass_1 = float(correct.mean())
+        finally:
+            torch.set_rng_state(rng_state)
+        return {"greedy_accuracy": greedy_acc, f"pass@{k}": pass_k, "pass@1": pass_1}
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Model, tokenizer, optimizer, random states, history and the meta-policy's state: resumes exactly."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "reference": None if self.reference is None else self.reference.state_dict()},
+                   path / "trainer.pt")
+        state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
+                 "python_rng": random.getstate(), "config": self.config.model_dump()}
+        (path / "trainer_state.json").write_text(json.dumps(state))
+        if self.controller is not None:
+            (path / "metahp_state.json").write_text(json.dumps(self.controller.state_dict()))
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore ``save_checkpoint`` output into this trainer (same model architecture and settings)."""
+        path = Path(path)
+        if not (path / "trainer_state.json").exists():
+            raise StateError(f"{path} is not a metahp GRPO checkpoint (no trainer_state.json); pass the folder "
+                             f"written by save_checkpoint / train(output_dir=...).")
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+        blob = torch.load(path / "trainer.pt", weights_only=False)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(blob["torch_rng"])
+        if self.reference is not None and blob["reference"] is not None:
+            self.reference.load_state_dict(blob["reference"])
+        state = json.loads((path / "trainer_state.json").read_text())
+        self.step, self.history = state["step"], state["history"]
+        self._rng.bit_generator.state = state["numpy_rng"]
+        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
+        meta = path / "metahp_state.json"
+        if self.controller is not None:
+            if not meta.exists():
+                raise StateError(f"{path} has no metahp_state.json but a meta-policy is attached; it was saved "
+                                 f"without one. Attach the same adapter as the saved run, or none.")
+            self.controller.load_state_dict(json.loads(meta.read_text()))

@@ -1,0 +1,18 @@
+"""Benchmarks stay runnable: their smoke modes run here (the full runs are documented in docs/)."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_likelihood_cost_smoke():
+    result = load("likelihood_cost").main(["--smoke"])
+    assert result["forward_s"] > 0 and result["sequence_logprobs_s"] > 0 and result["ratio"] > 0
