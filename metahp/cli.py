@@ -44,6 +44,7 @@ def demo_command(args: argparse.Namespace) -> int:
                             seed=args.seed, output_dir=args.output_dir, eval_problems=args.eval_problems)
     if args.smoke:
         settings.steps, settings.eval_problems, settings.prompts_per_step, settings.num_generations = 3, 16, 2, 4
+        settings.warm_steps = 10
     run_demo(settings, progress=not args.no_progress)
     return 0
 

@@ -36,6 +36,7 @@ class DemoSettings:
     k: int = 8
     prompts_per_step: int = 8
     num_generations: int = 8
+    warm_steps: int | None = None  # None: the warm start's own budget (it stops early once in its target band)
     options: dict = field(default_factory=dict)
 
 
@@ -86,7 +87,9 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     task = make_task(settings.task, settings.difficulty, settings.seed)
     start = time.perf_counter()
-    model, tokenizer, warm_info = build_warm_policy(task, seed=settings.seed, model=settings.model)
+    warm = {} if settings.warm_steps is None else {"steps": settings.warm_steps, "eval_every": settings.warm_steps}
+    model, tokenizer, warm_info = build_warm_policy(task, seed=settings.seed, model=settings.model,
+                                                    progress=progress, **warm)
     warm_s = time.perf_counter() - start
     eval_set = task.sample_prompts(settings.eval_problems, settings.seed + 1, split="eval")
     probe = GRPOTrainer(copy.deepcopy(model), tokenizer, task, max_completion_tokens=task.max_completion_chars + 1,

@@ -215,7 +215,7 @@ class GRPOTrainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
             self.optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         return float(np.mean(losses))
 
     # -- one step, many steps ----------------------------------------------------------------------------

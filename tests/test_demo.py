@@ -1,0 +1,45 @@
+"""`metahp demo` end to end in its smoke mode, and the examples."""
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+from metahp.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_smoke_writes_table_figure_metrics_and_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "adaptive temperature (tampo)" in printed and "fixed temperature 1" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["runs"]) == {"adaptive", "fixed"}
+    assert 0 < summary["runs"]["adaptive"]["meta_update_share"] < 1
+    assert (out / "demo.png").stat().st_size > 10_000
+    lines = (out / "adaptive" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and "metahp/prob/0.6" in json.loads(lines[0])
+    assert (out / "adaptive" / "checkpoint" / "metahp_state.json").exists()
+    # A second run into the same folder is refused instead of mixing metrics.
+    assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 2
+    assert "already holds a demo run" in capsys.readouterr().err
+
+
+def test_demo_unknown_names_list_the_valid_ones(tmp_path, capsys):
+    assert main(["demo", "--smoke", "--task", "nope", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "addition" in capsys.readouterr().err
+
+
+def test_synthetic_command(capsys):
+    assert main(["synthetic", "--steps", "5", "--updaters", "tampo", "constant"]) == 0
+    assert "tampo" in capsys.readouterr().out
+
+
+def test_meta_policy_by_hand_example_runs(capsys):
+    runpy.run_path(str(ROOT / "examples" / "meta_policy_by_hand.py"), run_name="__main__")
+    assert "step 30" in capsys.readouterr().out
