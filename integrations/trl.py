@@ -37,6 +37,8 @@ from metahp.errors import ConfigError, StateError
 from metahp.knobs import Knob
 from metahp.policy import MetaPolicy, meta_policy
 
+from .trl_capture import GenerateCapture, sequence_logprobs
+
 SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
 STATE_FILE = "metahp_state.json"
 SUPPORTED_KNOBS = ("temperature",)
@@ -50,15 +52,19 @@ def supports(trainer) -> bool:
 
 
 def attach(trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
-           **options) -> TRLAdapter:
+           likelihoods="auto", **options) -> TRLAdapter:
     """Attach a meta-policy over ``knob`` to a ``trl.GRPOTrainer``; see the module docstring.
 
     seed: the meta-policy's seed; None uses ``trainer.args.seed`` (the same on every rank, so all ranks agree).
     eval_value: the knob's value for evaluation generations; None keeps the user's configured value.
+    likelihoods: where the candidates' likelihoods come from: "generate" (the logits transformers' generate
+        sampled from, captured step by step: no extra forward; TRL's plain transformers path only), "forward" (one
+        no-grad forward over the non-zero-advantage rows: any generation backend, vLLM included), or "auto"
+        (generate where possible, else forward).
     options: passed to ``metahp.meta_policy`` (e.g. alpha=0.05, nucleus_p=0.7, reward=..., selection=...).
     """
     return TRLAdapter(trainer, knob=knob, updater=updater, values=values, seed=seed, eval_value=eval_value,
-                      **options)
+                      likelihoods=likelihoods, **options)
 
 
 class TRLAdapter:
@@ -66,7 +72,7 @@ class TRLAdapter:
     training values applied, one dict {"step", "value"} per generation (``step`` = trainer.state.global_step)."""
 
     def __init__(self, trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
-                 **options):
+                 likelihoods="auto", **options):
         _check_trl_version()
         name = knob.name if isinstance(knob, Knob) else knob
         if name not in SUPPORTED_KNOBS:
@@ -81,12 +87,17 @@ class TRLAdapter:
         self.policy: MetaPolicy = meta_policy(knob, updater, values, trainer.args.seed if seed is None else seed,
                                               **options)
         self.knob_name = name
+        self.likelihoods = _check_likelihoods(trainer, likelihoods)
+        self.likelihood_source: str | None = None  # where the last meta-update's likelihoods came from
+        self._captured: torch.Tensor | None = None
         # The log-prob temperature lives in closures of TRL's fused LM head: find them once, write them per batch.
         self._cells = _fused_temperature_cells(trainer)
         self.eval_value = float(trainer.temperature if eval_value is None else self.policy.knob.check_value(eval_value))
         self.value = float(trainer.temperature)  # the training value now applied everywhere
         self.history: list[dict[str, float]] = []
-        self.update_seconds: list[float] = []  # wall time of each meta-update (the adapter's overhead)
+        # wall time of each meta-update, likelihood capture during generate included (the adapter's overhead)
+        self.update_seconds: list[float] = []
+        self._capture_seconds = 0.0
         self._originals: dict[str, Any] = {}
         self._own: dict[str, Any] = {}
         self._wrap("_generate_and_score_completions", self._generate_and_score_completions)
@@ -150,12 +161,44 @@ class TRLAdapter:
         self.value = self._draw()
         self.apply(self.value)
         self.history.append({"step": trainer.state.global_step, "value": self.value})
-        output = original(inputs)
+        self._capture_seconds = 0.0
+        if self.likelihoods == "generate":
+            output = self._capturing(original, inputs)
+        else:
+            output = original(inputs)
         start = time.perf_counter()
         metrics = self._meta_update(output)
-        self.update_seconds.append(time.perf_counter() - start)
+        self.update_seconds.append(time.perf_counter() - start + self._capture_seconds)
         for key, val in metrics.items():
             trainer._metrics["train"][key].append(val)
+        return output
+
+    def _capturing(self, original, inputs):
+        """Run TRL's generation with the knob's per-token likelihoods captured inside model.generate."""
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model_wrapped)
+        own = model.__dict__.get("generate")
+        generate = model.generate
+        calls = []
+        self._captured = None
+
+        def capturing_generate(*args, **kwargs):
+            capture = GenerateCapture(self.policy.knob)
+            with capture.hooks(model):
+                sequences = generate(*args, **kwargs)
+            prompt = kwargs.get("input_ids", args[0] if args else None)
+            calls.append(capture.finish(sequences, prompt.size(1)) if isinstance(sequences, torch.Tensor) else None)
+            self._capture_seconds += capture.seconds
+            return sequences
+
+        model.generate = capturing_generate
+        try:
+            output = original(inputs)
+        finally:
+            if own is None:
+                del model.generate
+            else:
+                model.generate = own
+        self._captured = calls[0] if len(calls) == 1 else None  # several calls (e.g. tools): use a forward
         return output
 
     def _evaluation_loop(self, *args, **kwargs):
@@ -220,13 +263,26 @@ class TRLAdapter:
         advantages = output["advantages"].detach().float()
         if not self.policy.needs_likelihoods:  # bandit feedback: the global mean reward TRL just logged
             return self.policy.update(reward=float(trainer._metrics["train"]["reward"][-1]))
-        logp = self.candidate_logprobs(output)
+        logp = self._captured_logprobs(output)
+        self.likelihood_source = "forward" if logp is None else "generate"
+        if logp is None:
+            logp = self.candidate_logprobs(output)
         if accelerator.num_processes > 1:  # same [N, K] and [N] on every rank -> the same update everywhere
             logp = accelerator.gather(logp.to(accelerator.device))
             advantages = accelerator.gather(advantages)
         logp, advantages = logp.cpu(), advantages.cpu()
         informative = advantages != 0
         return self.policy.update(logp[informative], advantages[informative], batch_size=len(advantages))
+
+    def _captured_logprobs(self, output: dict) -> torch.Tensor | None:
+        captured, self._captured = self._captured, None
+        completion_ids = output["completion_ids"]
+        if captured is None or captured.size(0) != completion_ids.size(0) or captured.size(1) < completion_ids.size(1):
+            return None
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        return sequence_logprobs(captured[:, :completion_ids.size(1)], mask.cpu())
 
     @torch.no_grad()
     def candidate_logprobs(self, output: dict) -> torch.Tensor:
@@ -281,6 +337,19 @@ def _check_trl_version() -> None:
         raise ConfigError(f"metahp's TRL adapter supports trl {low[0]}.{low[1]}.x, found trl {version}: where TRL "
                           f"keeps its copies of the temperature changes between versions. Install "
                           f"'trl>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
+
+
+def _check_likelihoods(trainer, likelihoods: str) -> str:
+    if likelihoods not in ("auto", "generate", "forward"):
+        raise ConfigError(f"likelihoods={likelihoods!r}; use 'auto', 'generate' or 'forward'.")
+    plain = not (getattr(trainer, "use_vllm", False) or getattr(trainer, "use_transformers_continuous_batching", False)
+                 or getattr(trainer, "tools", None))
+    if likelihoods == "generate" and not plain:
+        raise ConfigError("likelihoods='generate' needs TRL's plain transformers generation (no vLLM, no continuous "
+                          "batching, no tools); use likelihoods='forward' or 'auto'.")
+    if likelihoods == "auto":
+        return "generate" if plain else "forward"
+    return likelihoods
 
 
 def _check_trainer(trainer, knob: str) -> None:

@@ -95,10 +95,20 @@ def test_each_generation_samples_and_scores_at_the_new_value(tmp_path):
 
 
 def test_candidate_likelihoods_equal_the_knobs_on_full_logits(tmp_path):
-    trainer = trl_tiny.grpo_trainer(tmp_path)
+    trainer = trl_tiny.grpo_trainer(tmp_path, max_completion_length=12)
     adapter = metahp.adapt(trainer, values=[0.5, 1.0, 2.0], seed=0)
+    assert adapter.likelihoods == "generate"  # TRL's plain transformers path: captured during generate
+    used = []
+    update = adapter.policy.update
+    adapter.policy.update = lambda logp, adv, **kw: used.append((logp, adv, kw)) or update(logp, adv, **kw)
     trainer.model.train()
     out = trainer._generate_and_score_completions(first_batch(trainer))
+    assert adapter.likelihood_source == "generate"
+    informative = out["advantages"] != 0
+    logp, adv, kw = used[0]
+    assert kw == {"batch_size": 4} and torch.equal(adv, out["advantages"][informative])
+    # the logits generate sampled from give the same l_ik as one forward pass over the finished sequences
+    torch.testing.assert_close(logp, adapter.candidate_logprobs(out)[informative], atol=TOL, rtol=0)
     out = dict(out, advantages=out["advantages"].clone())
     out["advantages"][0] = 0.0  # a zero-advantage row is never scored
     got = adapter.candidate_logprobs(out)
