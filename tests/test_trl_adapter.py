@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import types
 from pathlib import Path
 
@@ -272,3 +273,14 @@ def test_a_frozen_fused_head_is_refused(tmp_path):
     del trainer.model.forward  # the fused LM head is gone: log-prob temperature unreachable
     with pytest.raises(ConfigError, match="fused LM head"):
         metahp.adapt(trainer)
+
+
+# -- the example runs ----------------------------------------------------------------------------------------
+def test_example_runs(tmp_path, monkeypatch):
+    path = Path(__file__).parents[1] / "examples" / "trl_grpo_temperature.py"
+    spec = importlib.util.spec_from_file_location("trl_grpo_temperature", path)
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # dataclasses look their module up there
+    spec.loader.exec_module(example)
+    policy = example.main(example.Args(steps=2, prompts_per_step=2, generations=4, output_dir=str(tmp_path)))
+    assert policy.step == 2 and abs(policy.probs.sum() - 1) < 1e-9
