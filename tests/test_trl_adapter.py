@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -244,6 +245,25 @@ def test_resume_makes_the_same_choices_as_an_uninterrupted_run(tmp_path):
     assert resumed_adapter.history == full_adapter.history
     assert resumed_adapter.policy.state_dict() == full_adapter.policy.state_dict()
     assert os.path.exists(tmp_path / "resumed" / "checkpoint-6" / "metahp_state.json")
+
+
+# -- many processes ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("likelihoods", ["generate", "forward"])
+def test_two_processes_make_the_same_choices(tmp_path, likelihoods):
+    """Two gloo CPU ranks: each update sees the whole global batch (both ranks' rows), so both ranks hold the same
+    state and apply the same value at every step."""
+    script = Path(__file__).with_name("trl_two_process.py")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path), likelihoods], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 and r["source"] == likelihoods for r in ranks)
+    assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 3
+    assert ranks[0]["state"] == ranks[1]["state"]
+    # 4 completions per rank, gathered: every update scored the 8 completions of the global batch
+    assert all(u["batch_size"] == 8 for r in ranks for u in r["updates"])
 
 
 # -- misconfiguration gets a clear error ---------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""Two CPU processes (gloo) train one GRPOTrainer with metahp; each rank writes what its meta-policy did.
+
+    .venv/bin/accelerate launch --num_processes 2 --cpu tests/trl_two_process.py OUT_DIR [forward|generate]
+
+Run by tests/test_trl_adapter.py::test_two_processes_make_the_same_choices, which compares the ranks' files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+_spec = importlib.util.spec_from_file_location("trl_tiny", Path(__file__).with_name("trl_tiny.py"))
+trl_tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(trl_tiny)
+
+
+def main(out_dir: str, likelihoods: str) -> None:
+    import metahp
+
+    torch.set_num_threads(1)
+    trainer = trl_tiny.grpo_trainer(out_dir, max_steps=3)
+    adapter = metahp.adapt(trainer, values=[0.5, 1.0, 2.0], nucleus_p=1.0, likelihoods=likelihoods)
+    updates = []
+    update = adapter.policy.update
+
+    def spy(logp, advantages, **kwargs):
+        updates.append({"rows": len(advantages), "batch_size": kwargs.get("batch_size")})
+        return update(logp, advantages, **kwargs)
+
+    adapter.policy.update = spy
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
+        "world": trainer.accelerator.num_processes, "history": adapter.history, "updates": updates,
+        "state": adapter.policy.state_dict(), "source": adapter.likelihood_source}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "auto")
