@@ -1,0 +1,179 @@
+"""Tasks: gymnasium conformance, strict verifiers, disjoint deterministic splits, reproducible sampling."""
+
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from metahp.errors import ConfigError, InputError
+from metahp.tasks import TASKS, Countdown, Problem, env_id, make_env, make_task, split_of
+from metahp.tasks.countdown import evaluate
+
+NAMES = sorted(TASKS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_env_checker_passes(name):
+    env = gymnasium.make(env_id(name)).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checker warning is a failure too
+        check_env(env, skip_render_check=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_env_single_step(name):
+    env = gymnasium.make(env_id(name), difficulty=TASKS[name].min_difficulty + 1)
+    prompt, info = env.reset(seed=3)
+    assert prompt in env.observation_space and info["split"] == "train"
+    assert env.reset(seed=3)[0] == prompt  # seeded reset is reproducible
+    obs, reward, terminated, truncated, info = env.step(info["answer"])
+    assert (reward, terminated, truncated) == (1.0, True, False) and obs == prompt
+    env.reset(seed=3)
+    assert env.step(info["answer"] + "0")[1] == 0.0
+    prompt, info = env.reset(seed=4, options={"split": "eval"})
+    assert info["split"] == "eval" and split_of(prompt, TASKS[name].eval_fraction) == "eval"
+
+
+def test_env_render_and_errors():
+    env = make_env("addition", difficulty=2, render_mode="ansi")
+    with pytest.raises(InputError, match="reset"):
+        env.step("1")
+    prompt, _ = env.reset(seed=0)
+    env.step("7")
+    assert env.render() == prompt + "7"
+    with pytest.raises(InputError, match="str"):
+        env.step(7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_demonstrations_pass_and_fit_the_spaces(name, split):
+    for difficulty in (TASKS[name].min_difficulty, TASKS[name].default_difficulty, TASKS[name].min_difficulty + 3):
+        task = make_task(name, difficulty)
+        obs_space, act_space = task.observation_space(), task.action_space()
+        for p in task.sample_prompts(200, rng=1, split=split):
+            demo = task.demonstration(p)
+            assert task.reward(p, demo) == 1.0, (p, demo)
+            assert p.prompt in obs_space and demo in act_space
+            assert task.split_of(p) == split
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_splits_are_disjoint_and_deterministic(name):
+    task = make_task(name, TASKS[name].min_difficulty + 1)
+    train = {p.prompt for p in task.sample_prompts(3000, rng=0, split="train")}
+    evals = {p.prompt for p in task.sample_prompts(1000, rng=0, split="eval")}
+    assert train and evals and not train & evals
+    # the split depends on the problem only: another task instance with another seed agrees
+    other = make_task(name, TASKS[name].min_difficulty + 1, seed=99)
+    assert all(other.split_of(Problem(q, "")) == "eval" for q in evals)
+
+
+def test_small_problem_space_splits_cover_it():
+    task = make_task("addition", 1)  # 100 problems
+    train = {p.prompt for p in task.sample_prompts(3000, rng=0)}
+    evals = {p.prompt for p in task.sample_prompts(1000, rng=0, split="eval")}
+    assert len(train | evals) == 100 and not train & evals and 5 <= len(evals) <= 40
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_problems(name):
+    task = make_task(name)
+    assert task.sample_prompts(30, rng=7) == task.sample_prompts(30, rng=7)
+    assert task.sample_prompts(30, rng=7) != task.sample_prompts(30, rng=8)
+    assert task.sample_prompts(30) == make_task(name, seed=0).sample_prompts(30, rng=0)  # rng=None: the task seed
+    g1, g2 = np.random.default_rng(5), np.random.default_rng(5)
+    assert task.sample_prompts(10, g1, "eval") == task.sample_prompts(10, g2, "eval")
+    assert task.eval_problems(16) == task.eval_problems(16)
+
+
+def test_make_task_errors():
+    with pytest.raises(ConfigError, match="valid tasks: .*addition.*countdown"):
+        make_task("multiplication")
+    with pytest.raises(ConfigError, match=r"pick an int in \[1, 9\]"):
+        make_task("addition", difficulty=0)
+    with pytest.raises(ConfigError, match="int"):
+        make_task("addition", difficulty=2.5)
+    with pytest.raises(InputError, match="split"):
+        make_task("addition").sample_prompts(1, 0, split="test")
+    with pytest.raises(InputError, match="non-negative"):
+        make_task("addition").sample_prompts(-1, 0)
+    task = make_task("reverse")
+    assert make_task(task) is task
+
+
+def test_prompt_formats():
+    assert make_task("addition", 3).sample_prompts(1, 0)[0].prompt.endswith("=")
+    p = make_task("reverse", 4).sample_prompts(1, 0)[0]
+    assert p.prompt.startswith("rev:") and p.answer == p.prompt[4:-1][::-1]
+    p = make_task("sort", 4).sample_prompts(1, 0)[0]
+    assert p.prompt.startswith("sort:") and p.answer == "".join(sorted(p.prompt[5:-1]))
+
+
+def test_addition_rejects_near_misses():
+    task = make_task("addition", 3)
+    p = Problem("12+345=", "357")
+    assert task.reward(p, "357") == 1.0
+    for bad in ["356", "358", "0357", " 357", "357 ", "357\n", "+357", "357.0", "3 57", "35", "3570", "", "357=",
+                "357<eos>", "３５７"]:
+        assert task.reward(p, bad) == 0.0, bad
+
+
+@pytest.mark.parametrize("name", ["reverse", "sort"])
+def test_string_tasks_reject_near_misses(name):
+    task = make_task(name, 5)
+    p = [q for q in task.sample_prompts(50, 0) if len(set(q.answer)) == 5][0]
+    a = p.answer
+    for bad in [a[:-1], a + a[-1], " " + a, a + " ", a.upper(), a[1:] + a[0], a[::-1], a[:2] + " " + a[2:]]:
+        assert task.reward(p, bad) == 0.0, bad
+
+
+CD = Problem("3,5,7:22=", "3*5+7", {"numbers": (3, 5, 7), "target": 22})
+
+
+@pytest.mark.parametrize("good", ["3*5+7", "7+3*5", "5*3+7", "(3*5)+7", "7+(5*3)", "((3*5)+7)"])
+def test_countdown_accepts_valid_expressions(good):
+    assert make_task("countdown", 3).reward(CD, good) == 1.0
+
+
+@pytest.mark.parametrize("bad", [
+    "3+5+7",            # wrong value
+    "3*5+7 ", " 3*5+7", "3 * 5 + 7", "3*5+7\n", "3*5+7\t",  # whitespace tricks
+    "3*5+7=", "3*5+7=22", "=3*5+7",  # extra characters
+    "35-13",            # glued numbers, and 13 not given
+    "3*5+7+0",          # 0 is not given
+    "3*5*1+7",          # 1 is not given
+    "3*5+7-3+3",        # 3 used three times
+    "3*5+7+3-3",
+    "-3+25", "+3*5+7",  # unary signs; 25 not given
+    "3*5+07",           # leading zero
+    "3×5+7", "3x5+7", "3*5+7.0", "22",
+    "(3*5+7", "3*5+7)", "3*5++7", "3**5+7", "3*(5)7", "()3*5+7", "",
+    "__import__('os')",
+    "7+7+7+1",
+])
+def test_countdown_rejects_near_misses(bad):
+    assert make_task("countdown", 3).reward(CD, bad) == 0.0
+
+
+def test_countdown_duplicates_and_prompt_only_problems():
+    task = make_task("countdown", 3)
+    dup = Problem("2,2,5:9=", "2*2+5")  # no extra: numbers and target are read back from the prompt
+    assert task.reward(dup, "2*2+5") == 1.0 and task.reward(dup, "2+2+5") == 1.0
+    assert task.reward(dup, "2*2*2+5") == 0.0  # 2 is given twice, not three times
+    assert task.reward(Problem("2,2,5:4=", ""), "2+2") == 1.0  # at most once: unused numbers are fine
+    with pytest.raises(InputError, match="countdown prompt"):
+        task.reward(Problem("12+3=", "15"), "15")
+    assert evaluate("3*5+7", (3, 5, 7)) == 22 and evaluate("5-7", (5, 7)) == -2
+    assert evaluate("3*5+7", (3, 5)) is None
+    # a too-long completion is rejected before parsing (bounded work per completion)
+    assert task.reward(CD, "(" * 40 + "3*5+7" + ")" * 40) == 0.0
+
+
+def test_countdown_targets_are_in_range():
+    task = Countdown(6)
+    for p in task.sample_prompts(300, 0):
+        assert 0 <= p.extra["target"] <= 999 and len(p.extra["numbers"]) == 6
+        assert evaluate(p.answer, p.extra["numbers"]) == p.extra["target"]
