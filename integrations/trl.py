@@ -114,7 +114,7 @@ class TRLAdapter:
         """Write ``value`` to every copy of the temperature TRL uses (sampling and log-probs)."""
         value = float(value)
         trainer = self.trainer
-        trainer.temperature = value  # read by user code (e.g. a rollout_func); TRL 1.16 itself ignores it
+        trainer.temperature = value  # kept in sync for user code; TRL 1.16 itself ignores it at run time
         if getattr(trainer, "generation_config", None) is not None:  # transformers generate
             trainer.generation_config.temperature = value
         if isinstance(getattr(trainer, "generation_kwargs", None), dict):
