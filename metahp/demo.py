@@ -140,7 +140,7 @@ def plot(settings: DemoSettings, runs: list[RunResult], path: Path) -> Path:
                        key=lambda k: float(k.rsplit("/", 1)[1]))
     values = [float(k.rsplit("/", 1)[1]) for k in prob_keys]
     probs = np.array([[m[k] for k in prob_keys] for m in adaptive.history]).T  # [K, steps]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=[1.2, 1])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=[1.2, 1], layout="constrained")
     image = top.imshow(probs, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                        extent=(0.5, len(adaptive.history) + 0.5, -0.5, len(values) - 0.5))
     top.set_yticks(range(len(values)), [f"{v:g}" for v in values])
@@ -160,8 +160,7 @@ def plot(settings: DemoSettings, runs: list[RunResult], path: Path) -> Path:
     bottom.set_xlabel("GRPO step")
     bottom.set_ylabel(f"training reward (moving mean, {window} steps)")
     bottom.legend()
-    fig.colorbar(image, ax=bottom).remove()  # keep both panels the same width
-    fig.tight_layout()
+    fig.colorbar(image, ax=bottom).ax.set_visible(False)  # keeps both panels the same width
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -301,9 +301,17 @@ class GRPOTrainer:
     # -- checkpoints -------------------------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path) -> Path:
         """Model, tokenizer, optimizer, random states, history and the meta-policy's state: resumes exactly."""
+        from transformers.utils import logging as hf_logging
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Writing model shards" bar per checkpoint would bury ours
+        try:
+            self.model.save_pretrained(path)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.tokenizer.save_pretrained(path)
         torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                     "reference": None if self.reference is None else self.reference.state_dict()},
