@@ -165,6 +165,8 @@ def _supervised_batch(tokenizer: PreTrainedTokenizerFast, task: Task, problems: 
 def _fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> str:
     """A hash of the model's config, initial weights and vocabulary: two models with equal fingerprints train
     to the same warm start."""
+    import torch
+
     config = model.config.to_dict()
     for volatile in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
         config.pop(volatile, None)
@@ -172,7 +174,7 @@ def _fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> 
     h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

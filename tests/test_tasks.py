@@ -6,6 +6,8 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given
+from hypothesis import strategies as st
 
 from metahp.errors import ConfigError, InputError
 from metahp.tasks import TASKS, Countdown, Problem, env_id, make_env, make_task, split_of
@@ -177,3 +179,29 @@ def test_countdown_targets_are_in_range():
     for p in task.sample_prompts(300, 0):
         assert 0 <= p.extra["target"] <= 999 and len(p.extra["numbers"]) == 6
         assert evaluate(p.answer, p.extra["numbers"]) == p.extra["target"]
+
+
+@st.composite
+def _expressions(draw):
+    """A random well-formed expression over digits 1-9 with + - * and parentheses, and the digits it uses."""
+    used: list[int] = []
+
+    def build(depth):
+        if depth == 0 or draw(st.booleans()):
+            n = draw(st.integers(1, 9))
+            used.append(n)
+            return str(n)
+        left, right = build(depth - 1), build(depth - 1)
+        text = f"{left}{draw(st.sampled_from('+-*'))}{right}"
+        return f"({text})" if draw(st.booleans()) else text
+
+    return build(3), used
+
+
+@given(_expressions(), st.lists(st.integers(1, 9), max_size=3))
+def test_countdown_evaluator_matches_python_arithmetic(expr_used, spare):
+    expression, used = expr_used
+    # Python's eval is the oracle here only, on expressions this test built itself
+    assert evaluate(expression, tuple(used + spare)) == eval(expression)
+    # one copy fewer of any number it uses: rejected
+    assert evaluate(expression, tuple(used[1:])) is None
