@@ -204,8 +204,11 @@ def warm_start(
 
     Extra keyword settings: batch_size, lr, weight_decay, eval_every, eval_size, min_steps (see
     WarmStartSettings). ``info`` holds ``pass_rate`` (greedy, eval split), ``steps`` (trained),
-    ``in_band``, ``seconds``, ``history`` [(step, pass_rate)], ``cached`` (True when loaded from the cache,
-    without training) and ``path`` (the cached checkpoint, or None with ``cache=False``).
+    ``in_band``, ``seconds``, ``history`` [(step, pass_rate)], ``rollbacks``, ``cached`` (True when loaded
+    from the cache, without training) and ``path`` (the cached checkpoint, or None with ``cache=False``).
+    When one evaluation jumps over the band, training rolls back to the last state below it and evaluates after
+    every step (at most 3 times, halving the lr after the first); a model already at or above ``target[0]``
+    is not trained.
 
     Example: ``model, info = warm_start(make_task("addition"), tok, tiny_model(tok), steps=500, seed=0)``.
     """
