@@ -2,9 +2,12 @@
 
 from metahp.errors import ConfigError
 from metahp.knobs.base import Knob
+from metahp.knobs.min_p import MinP
 from metahp.knobs.temperature import Temperature
+from metahp.knobs.top_k import TopK
+from metahp.knobs.top_p import TopP
 
-KNOBS: dict[str, type[Knob]] = {cls.name: cls for cls in (Temperature,)}
+KNOBS: dict[str, type[Knob]] = {cls.name: cls for cls in (Temperature, TopP, TopK, MinP)}
 
 
 def make_knob(knob: str | Knob, values=None) -> Knob:
@@ -18,4 +21,4 @@ def make_knob(knob: str | Knob, values=None) -> Knob:
     return KNOBS[knob](values)
 
 
-__all__ = ["KNOBS", "Knob", "Temperature", "make_knob"]
+__all__ = ["KNOBS", "Knob", "MinP", "Temperature", "TopK", "TopP", "make_knob"]

@@ -1,0 +1,61 @@
+"""Top-k sampling: keep the k most probable tokens (and every token tied with the k-th)."""
+
+from __future__ import annotations
+
+import torch
+
+from metahp.errors import ConfigError
+from metahp.knobs._truncation import RowStats, TruncationKnob, count_at_least, grow_slices, sorted_slice
+
+
+class TopK(TruncationKnob):
+    """Top-k sampling, k an integer >= 1, after a fixed ``temperature``; transformers' TopKLogitsWarper rule.
+
+    A token is kept when its scaled logit is >= the k-th largest (ties with the k-th are all kept, so the
+    support can hold more than k tokens); k is clamped to the vocabulary size. Tokens outside the support
+    get log-likelihood -inf (or the epsilon mixture's, see TruncationKnob). One softmax and one top-(k_max + 1)
+    slice per token serve every candidate.
+
+    >>> TopK([50, 5]).values
+    (5, 50)
+    """
+
+    name = "top_k"
+    default_values = (5, 10, 20, 50, 100, 200, 500)
+
+    def check_value(self, value: float) -> int:
+        if float(value) != int(value) or value < 1:
+            raise ConfigError(f"top_k: candidate {value} is not an integer >= 1; use a token count such as 50.")
+        return int(value)
+
+    def warper(self, value):
+        from transformers import TopKLogitsWarper
+
+        return TopKLogitsWarper(top_k=int(value))
+
+    def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
+        n, vocab = stats.probs.shape
+        k = torch.tensor([min(int(v), vocab) for v in self.values])
+        full = k == vocab  # every token kept
+        partial = (~full).nonzero().squeeze(1)
+        mass = stats.prob_total.unsqueeze(1).repeat(1, len(self))
+        weight = torch.ones(n, len(self), dtype=torch.float64)
+        if partial.numel() == 0:
+            return mass, weight
+        k = k[partial]
+        largest = int(k.max())
+
+        def solve(rows: torch.Tensor, size: int):
+            values, index = sorted_slice(stats.scaled[rows], size)
+            bound = values[:, k - 1]  # the k-th largest scaled logit, per candidate
+            # Ties with the loosest bound may continue past the slice unless a smaller value ends it.
+            resolved = (values[:, largest - 1] > values[:, -1]) | (size >= vocab)
+            kept = count_at_least(values, bound, strict=False)
+            row_mass = stats.probs[rows].gather(1, index).double().cumsum(1).gather(1, kept - 1)
+            row_weight = (stats.taken[rows].unsqueeze(1) >= bound).double()
+            return row_mass, row_weight, resolved
+
+        part_mass, part_weight = grow_slices(n, len(partial), vocab, largest + 1, solve)
+        mass[:, partial] = part_mass
+        weight[:, partial] = part_weight
+        return mass, weight

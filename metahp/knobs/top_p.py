@@ -1,0 +1,87 @@
+"""Top-p (nucleus) sampling: keep the most probable tokens until their mass reaches p."""
+
+from __future__ import annotations
+
+import torch
+
+from metahp.errors import ConfigError
+from metahp.knobs._truncation import (
+    FIRST_SLICE,
+    RowStats,
+    TruncationKnob,
+    count_at_least,
+    grow_slices,
+    sorted_slice,
+    tie_counts,
+)
+
+
+class TopP(TruncationKnob):
+    """Nucleus sampling, p in (0, 1], after a fixed ``temperature``; transformers' TopPLogitsWarper rule.
+
+    With q = softmax(z / T) sorted ascending and C_j = q_1 + ... + q_j (float32 sums accumulated in double),
+    token j is removed when C_j <= 1 - p; the most probable token is always kept (min_tokens_to_keep = 1).
+    Equivalently the support is the top-ranked prefix whose tokens each have C_j > 1 - p. p = 1 keeps every
+    token of non-zero float32 probability. Tokens outside the support get log-likelihood -inf (or the
+    epsilon mixture's, see TruncationKnob). A tie group split by the cut is scored by its marginal
+    probability under a uniformly random tie order (transformers' sort is unstable: the kept subset is
+    arbitrary). All candidates share one softmax and one sorted slice per token.
+
+    >>> TopP([1.0, 0.9], temperature=0.7)
+    TopP([0.9, 1.0], temperature=0.7)
+    """
+
+    name = "top_p"
+    default_values = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+    def check_value(self, value: float) -> float:
+        value = float(value)
+        if not 0 < value <= 1:
+            raise ConfigError(f"top_p: candidate {value} is outside (0, 1]; use a probability mass such as 0.9 "
+                              f"(1.0 = no truncation).")
+        return value
+
+    def warper(self, value):
+        from transformers import TopPLogitsWarper
+
+        return TopPLogitsWarper(top_p=value)
+
+    def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
+        n, vocab = stats.probs.shape
+        # The same float32 threshold transformers compares its cumulative sums with.
+        cut = torch.tensor([1 - p for p in self.values], dtype=torch.float32)
+        full = cut == 0  # keep every token of non-zero probability: no sort needed
+        partial = (~full).nonzero().squeeze(1)
+        mass = stats.prob_total.unsqueeze(1).repeat(1, len(self))
+        weight = (stats.taken_prob > 0).double().unsqueeze(1).repeat(1, len(self))
+        if partial.numel() == 0:
+            return mass, weight
+        cut = cut[partial]
+        loosest = cut.min()
+
+        def solve(rows: torch.Tensor, size: int):
+            values, index = sorted_slice(stats.scaled[rows], size)
+            probs = stats.probs[rows].gather(1, index).double()
+            inclusive = probs.cumsum(1)
+            total = stats.prob_total[rows].unsqueeze(1)
+            # Mass at or below each rank (transformers' ascending cumulative sum); exactly 0 on a zero tail.
+            below = torch.where(probs == 0, 0.0, total - inclusive + probs).float()
+            beyond = torch.where(probs[:, -1] == 0, 0.0, total[:, 0] - inclusive[:, -1]).float()
+            resolved = (beyond <= loosest) | (size >= vocab)
+            kept = count_at_least(below, cut.expand(len(rows), -1), strict=True).clamp(min=1)
+            row_mass = inclusive.gather(1, kept - 1)
+            boundary = values.gather(1, kept - 1)
+            taken = stats.taken[rows].unsqueeze(1)
+            row_weight = (taken > boundary).double()
+            tied = (taken == boundary).nonzero()
+            if tied.numel():
+                r, c = tied[:, 0], tied[:, 1]
+                above = count_at_least(values[r], boundary[r, c].unsqueeze(1), strict=True).squeeze(1)
+                in_group = tie_counts(stats.scaled, rows[r], boundary[r, c])
+                row_weight[r, c] = (kept[r, c] - above).double() / in_group
+            return row_mass, row_weight, resolved
+
+        part_mass, part_weight = grow_slices(n, len(partial), vocab, FIRST_SLICE, solve)
+        mass[:, partial] = part_mass
+        weight[:, partial] = part_weight
+        return mass, weight
