@@ -1,6 +1,7 @@
 """Measure the TRL adapter's overhead as a share of TRL's own step time (a script, not a test).
 
-    .venv/bin/python tests/trl_overhead.py --steps 20 --hidden 128 --layers 2 --prompts 8 --generations 8 --length 32
+    .venv/bin/python benchmarks/trl_overhead.py --steps 20 --hidden 128 --layers 2 --prompts 8 --generations 8 \
+        --length 32
 
 TRL's ``step_time`` metric times each training_step, which includes generation and the metahp wrapper around
 it; ``adapter.update_seconds`` times the meta-update alone (likelihood forward, sparsemax, EMA). Also runs the same
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-_spec = importlib.util.spec_from_file_location("trl_tiny", Path(__file__).with_name("trl_tiny.py"))
+_TINY = Path(__file__).resolve().parents[1] / "tests" / "trl_tiny.py"
+_spec = importlib.util.spec_from_file_location("trl_tiny", _TINY)
 trl_tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(trl_tiny)
 
@@ -49,8 +51,8 @@ def run(with_metahp: bool, args) -> dict:
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def main(argv=None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
@@ -62,7 +64,10 @@ def main():
     parser.add_argument("--likelihoods", default="auto", choices=["auto", "generate", "forward"])
     parser.add_argument("--sample-at", type=float, default=1.0,
                         help="force the sampled value (as the plain run's); pass a negative number to let metahp draw")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="3 steps, 1 repeat, short completions (for tests)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.repeats, args.length, args.prompts, args.generations = 3, 1, 8, 2, 4
     if args.sample_at is not None and args.sample_at <= 0:
         args.sample_at = None
     torch.set_num_threads(args.threads)
@@ -75,6 +80,7 @@ def main():
                  if with_metahp else "")
         print(f"{'metahp' if with_metahp else 'plain '}  median step_time {r['step_time'] * 1e3:.1f} ms  "
               f"train wall {r['wall']:.1f} s  mean completion length {r['length']:.1f}{extra}")
+    return rows
 
 
 if __name__ == "__main__":

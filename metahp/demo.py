@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import metahp
 from metahp.errors import ConfigError
@@ -26,7 +25,7 @@ class DemoSettings:
     task: str = "addition"
     difficulty: int | None = None
     model: str = "tiny"
-    steps: int = 120
+    steps: int = 400
     knob: str = "temperature"
     updater: str = "tampo"
     fixed_temperature: float = 1.0

@@ -43,7 +43,7 @@ class GRPOConfig(BaseModel):
     num_generations: int = Field(8, ge=2, description="G: completions per prompt (>= 2 for a group baseline)")
     max_completion_tokens: int = Field(8, ge=1)
     epochs: int = Field(2, ge=1, description="passes of the clipped loss over each batch")
-    learning_rate: float = Field(3e-4, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW; 3e-4 and above made the tiny demo models collapse")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_beta: float = Field(0.0, ge=0, description="weight of KL to the frozen initial policy (0: no reference)")
     max_grad_norm: float = Field(1.0, gt=0)

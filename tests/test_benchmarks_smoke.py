@@ -16,3 +16,9 @@ def load(name):
 def test_likelihood_cost_smoke():
     result = load("likelihood_cost").main(["--smoke"])
     assert result["forward_s"] > 0 and result["sequence_logprobs_s"] > 0 and result["ratio"] > 0
+
+
+def test_trl_overhead_smoke():
+    rows = load("trl_overhead").main(["--smoke"])
+    with_metahp = [r for flag, r in rows if flag]
+    assert len(rows) == 2 and 0 < with_metahp[0]["share"] < 1

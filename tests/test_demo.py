@@ -43,3 +43,15 @@ def test_synthetic_command(capsys):
 def test_meta_policy_by_hand_example_runs(capsys):
     runpy.run_path(str(ROOT / "examples" / "meta_policy_by_hand.py"), run_name="__main__")
     assert "step 30" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_reference_trainer_example_runs(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["example", "--steps", "2", "--warm-steps", "5"])
+    runpy.run_path(str(ROOT / "examples" / "reference_grpo_temperature.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "meta-policy now" in out and (tmp_path / "runs" / "example" / "metrics.jsonl").exists()
