@@ -1,0 +1,430 @@
+"""Learning benchmark: does an adapted temperature beat fixed and scheduled ones, across seeds, at equal budgets?
+
+For every (task, seed) one warm start (cached, built first), then from that same checkpoint one GRPO run per
+strategy with the same steps, prompts per step and completions per prompt:
+
+- fixed temperatures 0.6, 0.8, 1.0, 1.2, 1.5;
+- schedules: linear 0.9 -> 1.5 over the run (the TAMPO paper's heuristic), linear 1.5 -> 0.6;
+- an entropy-target controller (metahp.baselines.EntropyTarget: holds the first batch's token entropy at T=1.0,
+  T bounded to [0.5, 1.6]);
+- metahp's updaters through ``metahp.adapt(trainer, updater=...)`` with their DEFAULT hyperparameters and the
+  default grid 0.6..1.5 (nothing tuned on these seeds).
+
+Each run is evaluated on the same held-out problems per seed (greedy accuracy, pass@k at T=1) and writes one
+JSON file to <out>/runs/ (atomically; existing files are skipped, so an interrupted run resumes). The report
+(<out>/report.md, <out>/summary.json, accuracy.png, temperature.png) is rebuilt from those files: means with
+95% t-intervals over seeds, ranks, and paired differences (by seed) against the best fixed temperature.
+
+    python benchmarks/learning.py --tasks addition reverse sort --seeds 5 --steps 300 --workers 2
+    python benchmarks/learning.py --report-only            # tables and figures from the saved JSON
+    python benchmarks/learning.py --smoke --out /tmp/lb     # seconds: 1 task, 2 strategies, 1 seed, 3 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "learning"
+TASKS = ("addition", "countdown", "reverse", "sort")
+FIXED = (0.6, 0.8, 1.0, 1.2, 1.5)
+UPDATERS = ("tampo", "softmax_gradient", "exp3", "sliding_window_ucb", "thompson")
+# name -> (kind, parameters)
+STRATEGIES: dict[str, tuple] = {
+    **{f"fixed_{t:g}": ("fixed", t) for t in FIXED},
+    "ramp_0.9_1.5": ("schedule", 0.9, 1.5),
+    "ramp_1.5_0.6": ("schedule", 1.5, 0.6),
+    "entropy_target": ("entropy",),
+    **{name: ("metahp", name) for name in UPDATERS},
+}
+ADAPTIVE = ("entropy_target", *UPDATERS)
+
+
+# -- statistics ---------------------------------------------------------------------------------------------
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t-interval over seeds: mean +- t_{(1+level)/2, n-1} * sd / sqrt(n) (nan if n < 2)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def ranks(means: dict[str, float]) -> dict[str, float]:
+    """Rank 1 = highest mean; ties share the average rank."""
+    from scipy.stats import rankdata
+
+    names = list(means)
+    r = rankdata([-means[n] for n in names], method="average")
+    return {n: float(v) for n, v in zip(names, r, strict=True)}
+
+
+def paired_diff(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean of a[seed] - b[seed] over the seeds both have, with its t-interval, and the number of pairs."""
+    seeds = sorted(set(a) & set(b))
+    m, lo, hi = mean_ci([a[s] - b[s] for s in seeds], level)
+    return m, lo, hi, len(seeds)
+
+
+# -- one run ------------------------------------------------------------------------------------------------
+def run_path(out: Path, task: str, strategy: str, seed: int) -> Path:
+    return out / "runs" / f"{task}__{strategy}__seed{seed}.json"
+
+
+def write_json(path: Path, data) -> None:
+    """Write atomically: a reader (or a resumed run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def _init_worker():
+    import torch
+
+    torch.set_num_threads(1)  # tiny models: one thread per process is fastest; two processes use both cores
+
+
+def prepare(job: dict) -> dict:
+    """Warm start for one (task, seed) (built or read from the cache) and its held-out score before GRPO."""
+    _init_worker()
+    from metahp.grpo import GRPOTrainer
+    from metahp.tasks import make_task
+    from metahp.warmstart import build_warm_policy
+
+    path = Path(job["out"]) / "warm" / f"{job['task']}__seed{job['seed']}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    task = make_task(job["task"], None, job["seed"])
+    model, tokenizer, info = build_warm_policy(task, seed=job["seed"], progress=False, **job.get("warm", {}))
+    warm_s = time.perf_counter() - start
+    eval_set = task.sample_prompts(job["eval_problems"], job["seed"] + 1, split="eval")
+    probe = GRPOTrainer(model, tokenizer, task, max_completion_tokens=task.max_completion_chars + 1,
+                        seed=job["seed"])
+    result = {"task": job["task"], "seed": job["seed"], "warm_start": {**info, "seconds": warm_s},
+              "before": probe.evaluate(eval_set, k=job["k"])}
+    write_json(path, result)
+    return result
+
+
+def run_one(job: dict) -> dict:
+    """One GRPO run of one strategy from the (cached) warm start; writes and returns its JSON record."""
+    _init_worker()
+    import metahp
+    from metahp.baselines import EntropyTarget, LinearSchedule
+    from metahp.grpo import GRPOTrainer
+    from metahp.tasks import make_task
+    from metahp.warmstart import build_warm_policy
+
+    task_name, strategy, seed, steps = job["task"], job["strategy"], job["seed"], job["steps"]
+    task = make_task(task_name, None, seed)
+    model, tokenizer, info = build_warm_policy(task, seed=seed, progress=False, **job.get("warm", {}))
+    spec = STRATEGIES[strategy]
+    trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=job["prompts_per_step"],
+                          num_generations=job["num_generations"], max_completion_tokens=task.max_completion_chars + 1,
+                          temperature=spec[1] if spec[0] == "fixed" else 1.0, seed=seed)
+    if spec[0] == "schedule":
+        trainer.attach(LinearSchedule(spec[1], spec[2], steps))
+    elif spec[0] == "entropy":
+        trainer.attach(EntropyTarget(target=None, start=1.0, bounds=(0.5, 1.6)))
+    elif spec[0] == "metahp":
+        metahp.adapt(trainer, knob="temperature", updater=spec[1])  # defaults: grid 0.6..1.5, default options
+    start = time.perf_counter()
+    history = trainer.train(steps, progress=False)
+    train_s = time.perf_counter() - start
+    eval_set = task.sample_prompts(job["eval_problems"], seed + 1, split="eval")
+    start = time.perf_counter()
+    after = trainer.evaluate(eval_set, k=job["k"])
+    eval_s = time.perf_counter() - start
+    meta = sum(m["time/meta_update"] for m in history)
+    total = sum(m["time/generation"] + m["time/policy_update"] + m["time/meta_update"] for m in history)
+    record = {
+        "task": task_name, "strategy": strategy, "seed": seed, "steps": steps,
+        "prompts_per_step": job["prompts_per_step"], "num_generations": job["num_generations"],
+        "eval_problems": job["eval_problems"], "k": job["k"], "warm_pass_rate": info.get("pass_rate"),
+        "after": after, "reward_auc": float(np.mean([m["reward"] for m in history])),
+        "train_s": train_s, "eval_s": eval_s, "meta_update_share": meta / total if total else 0.0,
+        "series": {
+            "temperature": [m["knob/temperature"] for m in history],
+            "reward": [m["reward"] for m in history],
+            "entropy": [m["entropy"] for m in history],
+            # metahp updaters: expected temperature under the meta-policy after each update
+            "temperature_mean": [m.get("metahp/temperature_mean") for m in history] if spec[0] == "metahp" else None,
+        },
+    }
+    if spec[0] == "metahp":
+        record["final_probs"] = {k.rsplit("/", 1)[1]: v for k, v in history[-1].items() if k.startswith("metahp/prob/")}
+    write_json(run_path(Path(job["out"]), task_name, strategy, seed), record)
+    return {"task": task_name, "strategy": strategy, "seed": seed, "greedy_accuracy": after["greedy_accuracy"],
+            "wall_s": train_s + eval_s}
+
+
+def _map(fn, jobs, workers: int, desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="run")
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(fn(job))
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        # fork: the parent has imported no torch state worth protecting (it only plans, then reports)
+        with mp.get_context("fork").Pool(workers, initializer=_init_worker, maxtasksperchild=20) as pool:
+            for r in pool.imap_unordered(fn, jobs):
+                results.append(r)
+                if isinstance(r, dict) and "greedy_accuracy" in r:
+                    bar.set_postfix_str(f"{r['task']}/{r['strategy']}/s{r['seed']} acc={r['greedy_accuracy']:.3f}")
+                bar.update(1)
+    bar.close()
+    return results
+
+
+# -- report -------------------------------------------------------------------------------------------------
+METRICS = (("greedy_accuracy", "held-out greedy accuracy"), ("pass@k", "held-out pass@k (T=1)"),
+           ("reward_auc", "training reward AUC (mean reward over steps)"))
+
+
+def load_runs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+
+
+def _value(run: dict, metric: str) -> float:
+    if metric == "reward_auc":
+        return run["reward_auc"]
+    if metric == "pass@k":
+        return run["after"][f"pass@{run['k']}"]
+    return run["after"][metric]
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per task and metric: mean, 95% interval, n, rank; paired differences against the best fixed temperature."""
+    summary: dict = {}
+    tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
+    tasks += sorted({r["task"] for r in runs} - set(tasks))
+    for task in tasks:
+        by_strategy: dict[str, dict[int, dict]] = {}
+        for r in runs:
+            if r["task"] == task:
+                by_strategy.setdefault(r["strategy"], {})[r["seed"]] = r
+        order = [s for s in STRATEGIES if s in by_strategy] + sorted(set(by_strategy) - set(STRATEGIES))
+        entry: dict = {"strategies": order, "steps": sorted({r["steps"] for s in by_strategy.values()
+                                                            for r in s.values()})}
+        for metric, _ in METRICS:
+            values = {s: {seed: _value(r, metric) for seed, r in by_strategy[s].items()} for s in order}
+            stats = {s: dict(zip(("mean", "lo", "hi"), mean_ci(list(values[s].values())), strict=True),
+                             n=len(values[s])) for s in order}
+            for s, r in ranks({s: stats[s]["mean"] for s in order}).items():
+                stats[s]["rank"] = r
+            fixed = [s for s in order if STRATEGIES.get(s, ("",))[0] == "fixed"]
+            best_fixed = max(fixed, key=lambda s: stats[s]["mean"]) if fixed else None
+            if best_fixed is not None:
+                for s in order:
+                    m, lo, hi, n = paired_diff(values[s], values[best_fixed])
+                    stats[s]["vs_best_fixed"] = {"mean": m, "lo": lo, "hi": hi, "pairs": n}
+            entry[metric] = {"best_fixed": best_fixed, "stats": stats}
+        fixed_means = [entry["greedy_accuracy"]["stats"][s]["mean"] for s in order if s.startswith("fixed_")]
+        entry["fixed_spread"] = float(max(fixed_means) - min(fixed_means)) if fixed_means else float("nan")
+        summary[task] = entry
+    return summary
+
+
+def _fmt(st: dict) -> str:
+    if np.isnan(st["lo"]):
+        return f"{st['mean']:.3f}"
+    return f"{st['mean']:.3f} [{st['lo']:.3f}, {st['hi']:.3f}]"
+
+
+def _fmt_diff(d: dict | None) -> str:
+    if d is None or d["pairs"] == 0:
+        return "-"
+    if np.isnan(d["lo"]):
+        return f"{d['mean']:+.3f}"
+    star = " *" if d["lo"] > 0 or d["hi"] < 0 else ""
+    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]{star}"
+
+
+def format_report(summary: dict, warm: dict | None = None) -> str:
+    lines = []
+    mean_rank: dict[str, list[float]] = {}
+    for task, entry in summary.items():
+        acc = entry["greedy_accuracy"]
+        ns = sorted({st["n"] for st in acc["stats"].values()})
+        lines += [f"### {task}: {entry['steps']} steps, seeds per strategy {ns}; spread of fixed temperatures "
+                  f"(greedy accuracy) {entry['fixed_spread']:.3f}", ""]
+        if warm and task in warm:
+            before = warm[task]
+            lines += [f"Before GRPO (warm start, mean over seeds): greedy accuracy {before['greedy_accuracy']:.3f}, "
+                      f"pass@k {before['pass@k']:.3f}", ""]
+        lines += ["| strategy | greedy acc. [95% CI] | rank | vs best fixed (paired) | pass@k [95% CI] | rank "
+                  "| vs best fixed | reward AUC [95% CI] | rank |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for s in entry["strategies"]:
+            cells = []
+            for metric, _ in METRICS:
+                st = entry[metric]["stats"][s]
+                cells += [_fmt(st), f"{st['rank']:g}"]
+                if metric != "reward_auc":
+                    cells.append(_fmt_diff(st.get("vs_best_fixed")) if s != entry[metric]["best_fixed"]
+                                 else "(best fixed)")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            mean_rank.setdefault(s, []).append(acc["stats"][s]["rank"])
+        lines.append("")
+    if len(summary) > 1:
+        lines += ["### Mean rank over tasks (greedy accuracy; 1 = best)", "", "| strategy | mean rank | tasks |",
+                  "|---|---|---|"]
+        for s, rs in sorted(mean_rank.items(), key=lambda kv: np.mean(kv[1])):
+            lines.append(f"| {s} | {np.mean(rs):.2f} | {len(rs)} |")
+        lines.append("")
+    lines.append("Intervals: two-sided 95% t-intervals over seeds. Paired differences: strategy minus the fixed "
+                 "temperature with the best mean on that task and metric, per seed (same warm start, same "
+                 "held-out problems); * marks intervals that exclude 0. Choosing the best fixed temperature on "
+                 "the evaluation seeds themselves favours that baseline.")
+    return "\n".join(lines)
+
+
+def _colour(strategy: str) -> str:
+    kind = STRATEGIES.get(strategy, ("other",))[0]
+    return {"fixed": "0.55", "schedule": "tab:blue", "entropy": "tab:green", "metahp": "tab:orange"}.get(kind, "k")
+
+
+def plot_accuracy(summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 5), squeeze=False, layout="constrained")
+    for ax, task in zip(axes[0], tasks, strict=True):
+        entry = summary[task]["greedy_accuracy"]
+        names = summary[task]["strategies"]
+        for i, s in enumerate(names):
+            st = entry["stats"][s]
+            err = None if np.isnan(st["lo"]) else [[st["mean"] - st["lo"]], [st["hi"] - st["mean"]]]
+            ax.errorbar(st["mean"], i, xerr=err, fmt="o", color=_colour(s), capsize=3)
+        best = entry["best_fixed"]
+        if best is not None:
+            ax.axvline(entry["stats"][best]["mean"], color="0.7", ls=":", lw=1)
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [""] * len(names))
+        ax.invert_yaxis()
+        n = max(st["n"] for st in entry["stats"].values())
+        ax.set_title(f"{task} ({n} seeds, {summary[task]['steps'][0]} steps)")
+        ax.set_xlabel("held-out greedy accuracy (mean, 95% CI)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Final accuracy per strategy (grey: fixed T, blue: schedules, green: entropy target, "
+                 "orange: metahp updaters, defaults)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_temperatures(runs: list[dict], path: Path) -> Path:
+    """Per task: temperature used (mean over seeds, moving mean) for the adaptive strategies and the schedules."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
+    shown = [s for s in STRATEGIES if STRATEGIES[s][0] in ("schedule", "entropy", "metahp")]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.2), squeeze=False, sharey=True,
+                             layout="constrained")
+    cmap = plt.get_cmap("tab10")
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for i, s in enumerate(shown):
+            series = [r["series"]["temperature"] for r in runs if r["task"] == task and r["strategy"] == s]
+            if not series:
+                continue
+            steps = min(len(x) for x in series)
+            mean = np.mean([x[:steps] for x in series], axis=0)
+            window = max(1, steps // 20)
+            smooth = np.convolve(mean, np.ones(window) / window, mode="valid")
+            style = "--" if STRATEGIES[s][0] == "schedule" else "-"
+            ax.plot(np.arange(window, steps + 1), smooth, style, color=cmap(i % 10), label=s, lw=1.3)
+        ax.set_title(f"{task}: temperature used")
+        ax.set_xlabel("GRPO step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("T (mean over seeds, moving mean)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report(out: Path) -> dict:
+    runs = load_runs(out)
+    if not runs:
+        raise SystemExit(f"no runs in {out / 'runs'}")
+    summary = summarize(runs)
+    warm: dict[str, dict] = {}
+    for p in sorted((out / "warm").glob("*.json")):
+        w = json.loads(p.read_text())
+        k = next(key for key in w["before"] if key.startswith("pass@") and key != "pass@1")
+        warm.setdefault(w["task"], {"greedy_accuracy": [], "pass@k": []})
+        warm[w["task"]]["greedy_accuracy"].append(w["before"]["greedy_accuracy"])
+        warm[w["task"]]["pass@k"].append(w["before"][k])
+    warm = {t: {m: float(np.mean(v)) for m, v in d.items()} for t, d in warm.items()}
+    text = format_report(summary, warm)
+    (out / "report.md").write_text(text + "\n")
+    write_json(out / "summary.json", {"summary": summary, "warm_before": warm,
+                                      "runs": len(runs), "wall_s_total": sum(r["train_s"] + r["eval_s"] for r in runs)})
+    figures = [plot_accuracy(summary, out / "accuracy.png"), plot_temperatures(runs, out / "temperature.png")]
+    print(text)
+    print(f"\nreport: {out / 'report.md'}; figures: {', '.join(map(str, figures))}")
+    return summary
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--prompts-per-step", type=int, default=8)
+    p.add_argument("--num-generations", type=int, default=8)
+    p.add_argument("--eval-problems", type=int, default=256)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--report-only", action="store_true", help="rebuild tables and figures from <out>/runs")
+    p.add_argument("--smoke", action="store_true", help="1 task, 2 strategies, 1 seed, 3 steps, tiny eval")
+    args = p.parse_args(argv)
+    warm: dict = {}
+    if args.smoke:
+        args.tasks, args.strategies, args.seeds, args.steps = ["addition"], ["fixed_1", "tampo"], 1, 3
+        args.eval_problems, args.k, args.prompts_per_step, args.num_generations = 16, 2, 4, 4
+        warm = {"steps": 20, "eval_every": 20, "eval_size": 16}  # a tiny warm start, cached under $METAHP_CACHE
+        args.workers = min(args.workers, 2)
+    if args.report_only:
+        return report(args.out)
+    common = {"out": str(args.out), "steps": args.steps, "prompts_per_step": args.prompts_per_step,
+              "num_generations": args.num_generations, "eval_problems": args.eval_problems, "k": args.k,
+              "warm": warm}
+    pairs = [(t, s) for s in range(args.seeds) for t in args.tasks]
+    _map(prepare, [{**common, "task": t, "seed": s} for t, s in pairs], args.workers, "warm starts")
+    # seed-major order: a run cut short still has every strategy on the first seeds
+    jobs = [{**common, "task": t, "seed": s, "strategy": st} for t, s in pairs for st in args.strategies
+            if not run_path(args.out, t, st, s).exists()]
+    print(f"{len(jobs)} runs to do ({len(pairs) * len(args.strategies) - len(jobs)} already saved in {args.out})",
+          file=sys.stderr)
+    _map(run_one, jobs, args.workers, "runs")
+    return report(args.out)
+
+
+if __name__ == "__main__":
+    main()

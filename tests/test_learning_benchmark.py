@@ -1,0 +1,119 @@
+"""The learning benchmark: statistics on hand-made numbers, the baseline controllers, and its smoke mode."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from metahp.baselines import EntropyTarget, LinearSchedule, mean_token_entropy
+from metahp.errors import ConfigError
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", BENCH / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mean_ci_matches_t_interval_by_hand(learning):
+    # x = 1, 2, 3, 4, 5: mean 3, sd sqrt(2.5), t_{0.975, 4} = 2.776445
+    mean, lo, hi = learning.mean_ci([1, 2, 3, 4, 5])
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
+    assert mean == 3 and lo == pytest.approx(3 - half) and hi == pytest.approx(3 + half)
+    assert learning.mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    m, lo, hi = learning.mean_ci([0.4])
+    assert m == 0.4 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_ranks_best_first_ties_averaged(learning):
+    assert learning.ranks({"a": 0.2, "b": 0.5, "c": 0.2, "d": 0.1}) == {"a": 2.5, "b": 1.0, "c": 2.5, "d": 4.0}
+
+
+def test_paired_diff_uses_common_seeds_only(learning):
+    a = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.9}
+    b = {0: 0.4, 1: 0.4, 2: 0.4}
+    mean, lo, hi, n = learning.paired_diff(a, b)
+    assert n == 3 and mean == pytest.approx(0.2)
+    assert (mean, lo, hi) == pytest.approx(learning.mean_ci([0.1, 0.2, 0.3]))
+
+
+def _run(task, strategy, seed, acc, auc, k=8):
+    return {"task": task, "strategy": strategy, "seed": seed, "steps": 10, "k": k, "reward_auc": auc,
+            "after": {"greedy_accuracy": acc, f"pass@{k}": acc + 0.1, "pass@1": acc},
+            "series": {"temperature": [1.0] * 10}, "train_s": 1.0, "eval_s": 0.1}
+
+
+def test_summarize_picks_best_fixed_and_pairs_by_seed(learning):
+    runs = []
+    for seed, (lo_t, hi_t, ad) in enumerate([(0.30, 0.40, 0.45), (0.32, 0.38, 0.43), (0.28, 0.42, 0.50)]):
+        runs += [_run("addition", "fixed_0.6", seed, lo_t, 0.1), _run("addition", "fixed_1", seed, hi_t, 0.2),
+                 _run("addition", "tampo", seed, ad, 0.3)]
+    summary = learning.summarize(runs)["addition"]
+    acc = summary["greedy_accuracy"]
+    assert acc["best_fixed"] == "fixed_1"
+    assert acc["stats"]["tampo"]["rank"] == 1 and acc["stats"]["fixed_0.6"]["rank"] == 3
+    diff = acc["stats"]["tampo"]["vs_best_fixed"]
+    assert diff["pairs"] == 3 and diff["mean"] == pytest.approx(np.mean([0.05, 0.05, 0.08]))
+    assert summary["fixed_spread"] == pytest.approx(0.4 - 0.3)
+    assert summary["pass@k"]["stats"]["tampo"]["mean"] == pytest.approx(np.mean([0.55, 0.53, 0.60]))
+    text = learning.format_report({"addition": summary})
+    assert "| tampo |" in text and "(best fixed)" in text
+
+
+def test_linear_schedule_endpoints_and_state():
+    sched = LinearSchedule(0.9, 1.5, steps=4)
+    seen = []
+    for _ in range(6):
+        seen.append(sched.knobs_for_next_batch()["temperature"])
+        sched.after_batch(SimpleNamespace(knobs={"temperature": seen[-1]}))
+    assert seen == pytest.approx([0.9, 1.1, 1.3, 1.5, 1.5, 1.5])
+    other = LinearSchedule(0.9, 1.5, steps=4)
+    other.load_state_dict(sched.state_dict())
+    assert other.knobs_for_next_batch() == sched.knobs_for_next_batch()
+    with pytest.raises(ConfigError):
+        LinearSchedule(0.0, 1.0, steps=3)
+
+
+def test_entropy_target_raises_temperature_when_entropy_falls():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5, 11)
+    mask = torch.ones(4, 5)
+    ctrl = EntropyTarget(target=None, start=1.0, gain=0.5, bounds=(0.5, 1.6))
+    metrics = ctrl.after_batch(SimpleNamespace(logits=logits, completion_mask=mask, knobs={"temperature": 1.0}))
+    assert ctrl.target == pytest.approx(mean_token_entropy(logits, mask, 1.0)) and ctrl.temperature == 1.0
+    assert metrics["baseline/entropy"] == pytest.approx(ctrl.target)
+    # sharper logits (lower entropy at the same T): the controller heats up, never past its bound
+    for _ in range(50):
+        ctrl.after_batch(SimpleNamespace(logits=3 * logits, completion_mask=mask, knobs=ctrl.knobs_for_next_batch()))
+    assert ctrl.temperature == pytest.approx(1.6)
+    flat = EntropyTarget(target=ctrl.target, start=1.0)
+    flat.after_batch(SimpleNamespace(logits=0.2 * logits, completion_mask=mask, knobs={"temperature": 1.0}))
+    assert flat.temperature < 1.0
+
+
+def test_smoke_writes_runs_report_and_figures(learning, tmp_path, monkeypatch):
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "learning"
+    summary = learning.main(["--smoke", "--workers", "1", "--out", str(out)])
+    runs = sorted((out / "runs").glob("*.json"))
+    assert [p.name for p in runs] == ["addition__fixed_1__seed0.json", "addition__tampo__seed0.json"]
+    record = json.loads(runs[1].read_text())
+    assert record["steps"] == 3 and len(record["series"]["temperature"]) == 3
+    assert 0.0 <= record["after"]["greedy_accuracy"] <= 1.0 and "pass@2" in record["after"]
+    assert set(summary["addition"]["strategies"]) == {"fixed_1", "tampo"}
+    for name in ("report.md", "summary.json", "accuracy.png", "temperature.png"):
+        assert (out / name).stat().st_size > 0
+    # resumable: a second call finds both runs saved and only rebuilds the report
+    before = runs[0].stat().st_mtime_ns
+    learning.main(["--smoke", "--workers", "1", "--out", str(out)])
+    assert runs[0].stat().st_mtime_ns == before
+    assert learning.main(["--report-only", "--out", str(out)]).keys() == {"addition"}
