@@ -2,14 +2,22 @@
 
 The trainer asks the adapter for the knobs of each generation batch and hands back the batch, whose raw
 sampling logits are already at hand: the meta-update costs no extra forward pass.
+
+Several knobs at once (``knob=("temperature", "top_p")``) use the factored form: one meta-policy per knob,
+each scored with the other knobs at the values this batch actually used (the temperature's candidates with
+the batch's truncation applied after them; a truncation knob's candidates after the batch's temperature).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from metahp.errors import ConfigError
+from metahp.errors import ConfigError, StateError
+from metahp.knobs import Knob
+from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
+
+TRUNCATION_OFF = {"top_p": 1.0, "top_k": 0, "min_p": 0.0}
 
 
 def supports(trainer) -> bool:
@@ -18,32 +26,82 @@ def supports(trainer) -> bool:
     return isinstance(trainer, GRPOTrainer)
 
 
-class ReferenceAdapter:
-    """Connects one MetaPolicy to a GRPOTrainer; ``adapter.policy`` is the meta-policy."""
+def _condition(knob: Knob, used: dict[str, float]) -> None:
+    """Point ``knob``'s likelihoods at the other knobs' values this batch used."""
+    active = [(name, used[name]) for name, off in TRUNCATION_OFF.items() if used.get(name, off) != off]
+    if isinstance(knob, Temperature):
+        knob.truncation = active[0] if active else None
+    else:
+        knob.temperature = used["temperature"]
 
-    def __init__(self, trainer, policy: MetaPolicy):
+
+class ReferenceAdapter:
+    """Connects meta-policies (one per adapted knob) to a GRPOTrainer.
+
+    ``adapter.policy`` is the meta-policy when one knob is adapted; ``adapter.policies`` maps knob names to
+    meta-policies in every case.
+    """
+
+    def __init__(self, trainer, policies: dict[str, MetaPolicy]):
         self.trainer = trainer
-        self.policy = policy
+        self.policies = policies
+
+    @property
+    def policy(self) -> MetaPolicy:
+        if len(self.policies) != 1:
+            raise AttributeError(f"several knobs are adapted {list(self.policies)}: use adapter.policies[name].")
+        return next(iter(self.policies.values()))
 
     def knobs_for_next_batch(self) -> dict[str, float]:
-        return {self.policy.knob.name: self.policy.sample()}
+        return {name: policy.sample() for name, policy in self.policies.items()}
 
     def after_batch(self, rollout) -> dict[str, float]:
-        return self.policy.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
-                                              rollout.advantages, reward=float(rollout.rewards.mean()))
+        metrics: dict[str, float] = {}
+        for name, policy in self.policies.items():
+            _condition(policy.knob, rollout.knobs)
+            m = policy.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
+                                          rollout.advantages, reward=float(rollout.rewards.mean()))
+            if len(self.policies) > 1:  # metahp/prob/0.9 would be ambiguous: say whose candidate it is
+                m = {k.replace("/prob/", f"/prob/{name}=").replace("/advantage/", f"/advantage/{name}="): v
+                     for k, v in m.items()}
+            metrics.update(m)
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return self.policy.state_dict()
+        if len(self.policies) == 1:
+            return self.policy.state_dict()
+        return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state)
+        if len(self.policies) == 1:
+            self.policy.load_state_dict(state)
+            return
+        saved = state.get("policies", {})
+        if set(saved) != set(self.policies):
+            raise StateError(f"the checkpoint adapts knobs {sorted(saved)}, this adapter {sorted(self.policies)}; "
+                             f"attach the same knobs as the saved run.")
+        for name, policy in self.policies.items():
+            policy.load_state_dict(saved[name])
 
 
 def attach(trainer, *, knob, updater, values, seed, **options) -> ReferenceAdapter:
-    name = knob if isinstance(knob, str) else getattr(knob, "name", knob)
-    if name not in trainer.SUPPORTED_KNOBS:
-        raise ConfigError(f"the reference trainer can adapt {list(trainer.SUPPORTED_KNOBS)}, not {name!r}.")
-    policy = meta_policy(knob, updater, values, trainer.config.seed if seed is None else seed, **options)
-    adapter = ReferenceAdapter(trainer, policy)
+    knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
+    names = [k if isinstance(k, str) else k.name for k in knobs]
+    for name in names:
+        if name not in trainer.SUPPORTED_KNOBS:
+            raise ConfigError(f"the reference trainer can adapt {list(trainer.SUPPORTED_KNOBS)}, not {name!r}.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"knob={names} names a knob twice; list each knob once.")
+    truncations = [n for n in names if n in TRUNCATION_OFF]
+    if len(truncations) > 1:
+        raise ConfigError(f"adapting {truncations} together is not supported: the samplers apply truncations in "
+                          f"sequence and metahp scores one at a time. Adapt one truncation knob (with temperature).")
+    if len(knobs) > 1 and values is not None:
+        raise ConfigError("with several knobs pass each grid in a Knob instance, e.g. knob=(Temperature([0.7, 1.0]), "
+                          "TopP([0.8, 0.95])), not values=.")
+    base_seed = trainer.config.seed if seed is None else seed
+    policies = {name: meta_policy(k, updater, values, base_seed + i, **options)
+                for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
+    adapter = ReferenceAdapter(trainer, policies)
     trainer.attach(adapter)
     return adapter

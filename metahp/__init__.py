@@ -2,7 +2,7 @@
 
 from metahp.errors import ConfigError, InputError, MetaHPError, StateError
 from metahp.integrations import adapt
-from metahp.knobs import KNOBS, Knob, Temperature
+from metahp.knobs import KNOBS, Knob, MinP, Temperature, TopK, TopP
 from metahp.policy import GridMetaPolicy, MetaPolicy, meta_policy
 from metahp.rewards import REWARDS
 from metahp.sparsemax import sparsemax
@@ -12,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KNOBS", "REWARDS", "UPDATERS", "ConfigError", "GridMetaPolicy", "InputError", "Knob", "MetaHPError",
-    "MetaPolicy", "StateError", "Temperature", "adapt", "meta_policy", "sparsemax",
+    "MetaPolicy", "MinP", "StateError", "Temperature", "TopK", "TopP", "adapt", "meta_policy", "sparsemax",
 ]

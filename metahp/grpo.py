@@ -47,7 +47,12 @@ class GRPOConfig(BaseModel):
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_beta: float = Field(0.0, ge=0, description="weight of KL to the frozen initial policy (0: no reference)")
     max_grad_norm: float = Field(1.0, gt=0)
-    temperature: float = Field(1.0, gt=0, description="sampling temperature when no meta-policy is attached")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature when no meta-policy adapts it")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus mass (1.0: off) when not adapted")
+    top_k: int = Field(0, ge=0, description="keep the k most likely tokens (0: off) when not adapted")
+    min_p: float = Field(0.0, ge=0, lt=1, description="min-p threshold (0.0: off) when not adapted")
+    replay_truncation: bool = Field(True, description="compute the loss's log-probs on the truncated support "
+                                                      "each completion was sampled from (see docs)")
     eval_temperature: float = Field(1.0, gt=0, description="temperature of pass@k evaluation samples")
     seed: int = 0
 
@@ -70,6 +75,7 @@ class Rollout:
     completion_mask: torch.Tensor  # [B, L] 1 up to and including the first eos
     logits: torch.Tensor  # [B, L, V]
     knobs: dict[str, float]
+    support: torch.Tensor | None  # [B, L, V] tokens the truncation kept at each step (None: no truncation)
     completions: list[str]
     rewards: torch.Tensor  # [B]
     advantages: torch.Tensor  # [B]
@@ -99,7 +105,8 @@ class GRPOTrainer:
     >>> history = trainer.train(steps=50)
     """
 
-    SUPPORTED_KNOBS = ("temperature",)
+    SUPPORTED_KNOBS = ("temperature", "top_p", "top_k", "min_p")
+    OFF = {"top_p": 1.0, "top_k": 0, "min_p": 0.0}  # the value of each truncation knob that truncates nothing
 
     def __init__(self, model, tokenizer, task, config: GRPOConfig | None = None, **settings):
         if config is not None and settings:
@@ -128,9 +135,15 @@ class GRPOTrainer:
         self.controller = controller
 
     def knobs(self) -> dict[str, float]:
-        knobs = {"temperature": self.config.temperature}
+        cfg = self.config
+        knobs = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k, "min_p": cfg.min_p}
         if self.controller is not None:
             knobs.update(self.controller.knobs_for_next_batch())
+        active = [k for k, off in self.OFF.items() if knobs[k] != off]
+        if len(active) > 1:
+            # transformers applies them in sequence (top_k, top_p, min_p); metahp's likelihoods model one cut.
+            raise ConfigError(f"truncation knobs {active} are all active; metahp scores one truncation at a time. "
+                              f"Leave all but one at their off values {self.OFF}.")
         return knobs
 
     # -- rollouts ----------------------------------------------------------------------------------------
@@ -150,18 +163,25 @@ class GRPOTrainer:
         return mask, texts
 
     @torch.no_grad()
-    def _sample(self, prompts: list[str], temperature: float, max_new_tokens: int):
+    def _sample(self, prompts: list[str], knobs: dict[str, float], max_new_tokens: int):
         enc = self._encode(prompts)
         self.model.eval()
+        truncating = any(knobs.get(k, off) != off for k, off in self.OFF.items())
         out = self.model.generate(
-            **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-            output_logits=True, return_dict_in_generate=True,
+            **enc, do_sample=True, temperature=knobs["temperature"], top_k=int(knobs.get("top_k", 0)),
+            top_p=knobs.get("top_p", 1.0), min_p=knobs.get("min_p", 0.0) or None, max_new_tokens=max_new_tokens,
+            output_logits=True, output_scores=truncating, return_dict_in_generate=True,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
         )
         completion = out.sequences[:, enc["input_ids"].shape[1]:]
-        logits = torch.stack(out.logits, dim=1).float()  # raw: before the temperature warper
+        logits = torch.stack(out.logits, dim=1).float()  # raw: before the temperature and truncation warpers
         mask, texts = self._decode(completion)
-        return enc["input_ids"], enc["attention_mask"], completion, mask, logits, texts
+        support = None
+        if truncating:
+            # The processed scores are -inf exactly where the truncation removed a token, ties as transformers
+            # broke them; positions after eos are padding: leave them untruncated so they stay finite.
+            support = torch.isfinite(torch.stack(out.scores, dim=1)) | ~mask.bool().unsqueeze(-1)
+        return enc["input_ids"], enc["attention_mask"], completion, mask, logits, support, texts
 
     def generate(self) -> Rollout:
         """Sample this step's batch at the controller's knobs and score it."""
@@ -169,23 +189,30 @@ class GRPOTrainer:
         knobs = self.knobs()
         problems = self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train")
         prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]
-        pids, pmask, cids, cmask, logits, texts = self._sample(prompts, knobs["temperature"],
-                                                                cfg.max_completion_tokens)
+        pids, pmask, cids, cmask, logits, support, texts = self._sample(prompts, knobs, cfg.max_completion_tokens)
         targets = [p for p in problems for _ in range(cfg.num_generations)]
         rewards = torch.tensor([self.task.reward(p, c) for p, c in zip(targets, texts, strict=True)])
         advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.num_generations)).view(-1)
-        return Rollout(pids, pmask, cids, cmask, logits, knobs, texts, rewards, advantages)
+        return Rollout(pids, pmask, cids, cmask, logits, knobs, support, texts, rewards, advantages)
 
     # -- policy update -----------------------------------------------------------------------------------
-    def completion_logprobs(self, model, rollout: Rollout, temperature: float) -> torch.Tensor:
-        """log pi_T(o_t) of every completion token under ``model`` (with grad if the model has it): [B, L]."""
+    def sampling_logprobs(self, logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
+        """log-probs of the completion tokens from raw logits [B, L, V]: temperature, then (with
+        ``replay_truncation``) the truncated support each token was sampled from, renormalised."""
+        scaled = logits.float() / rollout.knobs["temperature"]
+        if rollout.support is not None and self.config.replay_truncation:
+            scaled = scaled.masked_fill(~rollout.support, float("-inf"))
+        return torch.log_softmax(scaled, dim=-1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
+
+    def completion_logprobs(self, model, rollout: Rollout) -> torch.Tensor:
+        """log pi(o_t) of every completion token under ``model`` at the batch's knobs (with grad if the model
+        has it): [B, L]."""
         ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
         mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
         # Same positions as generate used with left padding.
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        logits = logits[:, rollout.prompt_ids.shape[1] - 1 : -1].float() / temperature
-        return torch.log_softmax(logits, dim=-1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
+        return self.sampling_logprobs(logits[:, rollout.prompt_ids.shape[1] - 1 : -1], rollout)
 
     def loss(self, new_logp, old_logp, ref_logp, advantages, mask) -> torch.Tensor:
         """Clipped policy-ratio loss averaged over completion tokens, plus beta * k3 KL to the reference."""
@@ -199,17 +226,15 @@ class GRPOTrainer:
         return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
     def update_policy(self, rollout: Rollout) -> float:
-        temperature = rollout.knobs["temperature"]
-        logits = rollout.logits / temperature
-        old_logp = torch.log_softmax(logits, -1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
+        old_logp = self.sampling_logprobs(rollout.logits, rollout)  # exact: the logits that sampled the batch
         ref_logp = None
         if self.reference is not None:
             with torch.no_grad():
-                ref_logp = self.completion_logprobs(self.reference, rollout, temperature)
+                ref_logp = self.completion_logprobs(self.reference, rollout)
         self.model.train()
         losses = []
         for _ in range(self.config.epochs):
-            new_logp = self.completion_logprobs(self.model, rollout, temperature)
+            new_logp = self.completion_logprobs(self.model, rollout)
             loss = self.loss(new_logp, old_logp, ref_logp, rollout.advantages, rollout.completion_mask)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,8 +253,11 @@ class GRPOTrainer:
         meta = self.controller.after_batch(rollout) if self.controller is not None else {}
         t3 = time.perf_counter()
         mask = rollout.completion_mask.bool()
-        logp = torch.log_softmax(rollout.logits / rollout.knobs["temperature"], -1)
-        entropy = -(logp.exp() * logp).sum(-1)[mask].mean()
+        scaled = rollout.logits / rollout.knobs["temperature"]
+        if rollout.support is not None:
+            scaled = scaled.masked_fill(~rollout.support, float("-inf"))
+        logp = torch.log_softmax(scaled, -1)
+        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)[mask].mean()  # of what was sampled
         groups = rollout.rewards.view(self.config.prompts_per_step, self.config.num_generations)
         self.step += 1
         metrics = {
@@ -289,7 +317,8 @@ class GRPOTrainer:
             greedy_acc = float(np.mean([self.task.reward(p, t) for p, t in zip(problems, texts, strict=True)]))
             torch.manual_seed(self.config.seed + 10_007)
             prompts = [p.prompt for p in problems for _ in range(k)]
-            *_, samples = self._sample(prompts, self.config.eval_temperature, self.config.max_completion_tokens)
+            *_, samples = self._sample(prompts, {"temperature": self.config.eval_temperature},
+                                       self.config.max_completion_tokens)
             correct = np.array([self.task.reward(p, t) for p, t in
                                 zip([p for p in problems for _ in range(k)], samples, strict=True)]).reshape(-1, k)
             pass_k = float(np.mean([pass_at_k(k, int(c), k) for c in correct.sum(1)]))

@@ -58,10 +58,11 @@ def test_generate_logits_are_the_training_logits_at_the_sampling_temperature():
     t = trainer()
     rollout = t.generate()
     for temperature in (0.7, 1.3):
+        rollout.knobs["temperature"] = temperature
         from_generate = torch.log_softmax(rollout.logits / temperature, -1).gather(
             -1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
-            from_forward = t.completion_logprobs(t.model, rollout, temperature)
+            from_forward = t.completion_logprobs(t.model, rollout)
         mask = rollout.completion_mask.bool()
         assert torch.allclose(from_generate[mask], from_forward[mask], atol=1e-4)
 
@@ -166,8 +167,10 @@ def test_bad_settings_get_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="Valid settings"):
         trainer(temprature=0.5)
     t = trainer()
-    with pytest.raises(ConfigError, match="can adapt \\['temperature'\\], not 'top_p'"):
-        metahp.adapt(t, knob="top_p")
+    with pytest.raises(ConfigError, match="can adapt .*, not 'temprature'"):
+        metahp.adapt(t, knob="temprature")
+    with pytest.raises(ConfigError, match="not supported"):
+        metahp.adapt(t, knob=("top_p", "min_p"))
     with pytest.raises(ConfigError, match="valid updaters"):
         metahp.adapt(t, updater="bogus")
     metahp.adapt(t)

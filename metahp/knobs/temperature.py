@@ -19,12 +19,20 @@ class Temperature(Knob):
     sum is exp(0) = 1, so the sum is >= 1 and needs no second max. Cost: one exp over the vocabulary per
     token per candidate.
 
+    ``truncation=("top_p", 0.9)`` scores each temperature with that truncation applied after it (as the
+    samplers do), for adapting the temperature while a truncation knob is in use; then a token outside a
+    candidate's support gets -inf (see docs/truncation-knobs.md).
+
     >>> Temperature([1.0, 0.5]).values
     (0.5, 1.0)
     """
 
     name = "temperature"
     default_values = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+
+    def __init__(self, values=None, *, truncation: tuple[str, float] | None = None):
+        super().__init__(values)
+        self.truncation = truncation
 
     def check_value(self, value: float) -> float:
         value = float(value)
@@ -34,6 +42,13 @@ class Temperature(Knob):
         return value
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if self.truncation is not None:
+            from metahp.knobs import make_knob
+
+            name, value = self.truncation
+            columns = [make_knob(name).__class__([value], temperature=t).token_logprobs(logits, tokens)[:, 0]
+                       for t in self.values]
+            return torch.stack(columns, dim=1)
         shifted = logits - logits.max(dim=-1, keepdim=True).values
         taken = shifted.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         out = torch.empty(logits.shape[0], len(self), dtype=torch.float32)
