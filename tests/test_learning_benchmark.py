@@ -117,3 +117,19 @@ def test_smoke_writes_runs_report_and_figures(learning, tmp_path, monkeypatch):
     learning.main(["--smoke", "--workers", "1", "--out", str(out)])
     assert runs[0].stat().st_mtime_ns == before
     assert learning.main(["--report-only", "--out", str(out)]).keys() == {"addition"}
+
+
+def test_cost_grid_smoke_no_candidate_sized_allocation(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("cost_grid", BENCH / "cost_grid.py")
+    cost_grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost_grid)
+    result = cost_grid.main(["--smoke", "--out", str(tmp_path / "cost.json")])
+    assert json.loads((tmp_path / "cost.json").read_text()) == result
+    rows = result["likelihoods"]
+    assert {(r["V"], r["K"]) for r in rows} == {(64, 2), (64, 4), (512, 2), (512, 4)}
+    # peak memory does not grow with K: one [tokens, V] buffer, never [B, L, V, K]
+    for v in (64, 512):
+        peaks = [r["peak_mib"] for r in rows if r["V"] == v]
+        assert max(peaks) <= 1.2 * min(peaks) and all(r["peak_over_logits"] < 4 for r in rows if r["V"] == v)
+    assert all(0 < r["share"] < 1 for r in result["trainer"])
