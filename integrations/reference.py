@@ -3,9 +3,10 @@
 The trainer asks the adapter for the knobs of each generation batch and hands back the batch, whose raw
 sampling logits are already at hand: the meta-update costs no extra forward pass.
 
-Several knobs at once (``knob=("temperature", "top_p")``) use the factored form: one meta-policy per knob,
-each scored with the other knobs at the values this batch actually used (the temperature's candidates with
-the batch's truncation applied after them; a truncation knob's candidates after the batch's temperature).
+Several knobs at once (``knob=("temperature", "top_p")``) use the factored form by default: one meta-policy
+per knob, each scored with the other knobs at the values this batch actually used (the temperature's candidates
+with the batch's truncation applied after them; a truncation knob's candidates after the batch's temperature).
+``combine="product"`` uses one meta-policy over the product of the grids instead (metahp.knobs.ProductKnob).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from metahp.errors import ConfigError, StateError
-from metahp.knobs import Knob
+from metahp.knobs import Knob, ProductKnob, make_knob
 from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
 
@@ -29,6 +30,8 @@ def supports(trainer) -> bool:
 def _condition(knob: Knob, used: dict[str, float]) -> None:
     """Point ``knob``'s likelihoods at the other knobs' values this batch used."""
     active = [(name, used[name]) for name, off in TRUNCATION_OFF.items() if used.get(name, off) != off]
+    if isinstance(knob, ProductKnob):
+        return  # every knob the batch used is one of its components
     if isinstance(knob, Temperature):
         knob.truncation = active[0] if active else None
     else:
@@ -53,7 +56,10 @@ class ReferenceAdapter:
         return next(iter(self.policies.values()))
 
     def knobs_for_next_batch(self) -> dict[str, float]:
-        return {name: policy.sample() for name, policy in self.policies.items()}
+        knobs: dict[str, float] = {}
+        for policy in self.policies.values():
+            knobs.update(policy.knob.components(policy.sample()))
+        return knobs
 
     def after_batch(self, rollout) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -84,8 +90,11 @@ class ReferenceAdapter:
             policy.load_state_dict(saved[name])
 
 
-def attach(trainer, *, knob, updater, values, seed, **options) -> ReferenceAdapter:
+def attach(trainer, *, knob, updater, values, seed, combine="factored", **options) -> ReferenceAdapter:
     knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
+    if combine not in ("factored", "product"):
+        raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
+                          f"the product of the grids).")
     names = [k if isinstance(k, str) else k.name for k in knobs]
     for name in names:
         if name not in trainer.SUPPORTED_KNOBS:
@@ -100,8 +109,16 @@ def attach(trainer, *, knob, updater, values, seed, **options) -> ReferenceAdapt
         raise ConfigError("with several knobs pass each grid in a Knob instance, e.g. knob=(Temperature([0.7, 1.0]), "
                           "TopP([0.8, 0.95])), not values=.")
     base_seed = trainer.config.seed if seed is None else seed
-    policies = {name: meta_policy(k, updater, values, base_seed + i, **options)
-                for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
+    if combine == "product" and len(knobs) > 1:
+        product = ProductKnob(*(make_knob(k) for k in knobs))
+        batch = trainer.config.prompts_per_step * trainer.config.num_generations
+        if len(product) > batch:
+            raise ConfigError(f"the product grid has {len(product)} candidates, more than the {batch} completions of "
+                              f"a batch; use combine='factored' or smaller grids.")
+        policies = {product.name: meta_policy(product, updater, None, base_seed, **options)}
+    else:
+        policies = {name: meta_policy(k, updater, values, base_seed + i, **options)
+                    for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
     adapter = ReferenceAdapter(trainer, policies)
     trainer.attach(adapter)
     return adapter

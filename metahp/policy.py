@@ -25,11 +25,6 @@ STATE_FORMAT = "metahp.GridMetaPolicy/1"
 DEFAULT_REWARD = {"per_candidate": "trajectory_likelihood", "chosen": "reward_improvement"}
 
 
-def format_value(value: float) -> str:
-    """How a candidate appears in metric names: metahp/prob/0.7."""
-    return f"{value:g}"
-
-
 class MetaPolicy(ABC):
     """A distribution over candidate values of one sampling knob, learned online.
 
@@ -72,8 +67,14 @@ class MetaPolicy(ABC):
         """Restore ``state_dict()`` output; refuses a state from another knob, grid or updater."""
 
     @property
-    def expected_value(self) -> float:
-        return float(np.dot(self.probs, self.values))
+    def expected_value(self) -> float | dict[str, float]:
+        """The mean value under ``probs`` (one per knob for a product of knobs)."""
+        means = self._component_means(self.probs)
+        return next(iter(means.values())) if len(means) == 1 else means
+
+    def _component_means(self, probs: np.ndarray) -> dict[str, float]:
+        parts = [self.knob.components(v) for v in self.values]
+        return {name: float(sum(p * c[name] for p, c in zip(probs, parts, strict=True))) for name in parts[0]}
 
     def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None
                            ) -> dict[str, float]:
@@ -153,17 +154,18 @@ class GridMetaPolicy(MetaPolicy):
         return self._metrics(feedback)
 
     def _metrics(self, feedback: Feedback) -> dict[str, float]:
-        name = self.knob.name
         probs = self.probs
         metrics: dict[str, float] = {}
         if self._chosen is not None:
-            metrics[f"metahp/{name}"] = float(self.values[self._chosen])
-        metrics[f"metahp/{name}_mean"] = float(np.dot(probs, self.values))
+            for name, v in self.knob.components(self.values[self._chosen]).items():
+                metrics[f"metahp/{name}"] = float(v)
+        for name, mean in self._component_means(probs).items():
+            metrics[f"metahp/{name}_mean"] = mean
         for v, p in zip(self.values, probs, strict=True):
-            metrics[f"metahp/prob/{format_value(v)}"] = float(p)
+            metrics[f"metahp/prob/{self.knob.label(v)}"] = float(p)
         if feedback.advantages is not None:
             for v, a in zip(self.values, feedback.advantages, strict=True):
-                metrics[f"metahp/advantage/{format_value(v)}"] = float(a)
+                metrics[f"metahp/advantage/{self.knob.label(v)}"] = float(a)
         if feedback.reward is not None:
             metrics["metahp/bandit_reward"] = feedback.reward
         return metrics
@@ -209,7 +211,7 @@ class GridMetaPolicy(MetaPolicy):
         return {
             "format": STATE_FORMAT,
             "knob": self.knob.name,
-            "values": list(self.values),
+            "values": [list(v) if isinstance(v, tuple) else v for v in self.values],  # as JSON gives it back
             "updater": self.updater.name,
             "updater_options": dict(self.updater.options),
             "reward": self.reward.name,

@@ -108,3 +108,48 @@ def test_two_active_truncations_are_refused():
                                           r"truncation knobs \['top_k', 'top_p'\] are all active"):
         for _ in range(20):  # the first draw may be top_p = 1.0 (off)
             t.train_step()
+
+
+def test_product_grid_over_temperature_and_top_p():
+    from metahp.knobs import ProductKnob, Temperature
+    from metahp.testing import check_knob
+
+    knob = ProductKnob(Temperature([0.7, 1.0]), TopP([0.8, 1.0]))
+    check_knob(knob)  # per-candidate distributions over the vocabulary, masking, chunking
+    logits, tokens, mask = torch.randn(3, 4, 11) * 3, torch.randint(11, (3, 4)), torch.ones(3, 4)
+    got = knob.sequence_logprobs(logits, tokens, mask)
+    for k, (t, p) in enumerate(knob.values):
+        assert torch.allclose(got[:, k], TopP([p], temperature=t).sequence_logprobs(logits, tokens, mask)[:, 0])
+    t = sharpened()
+    adapter = metahp.adapt(t, knob=(Temperature([0.7, 1.0]), TopP([0.8, 1.0])), combine="product",
+                           updater="softmax_gradient", lr=20.0)
+    history = t.train(3, progress=False)
+    assert all((m["knob/temperature"], m["knob/top_p"]) in adapter.policy.values for m in history)
+    assert "metahp/prob/temperature=0.7,top_p=0.8" in history[-1]
+    assert set(adapter.policy.expected_value) == {"temperature", "top_p"}
+    rollout = t.generate()
+    rollout.advantages = torch.linspace(-1, 1, len(rollout.advantages))
+    before = adapter.policy.probs
+    t.controller.after_batch(rollout)
+    assert not torch.allclose(torch.tensor(before), torch.tensor(adapter.policy.probs))
+    state = adapter.state_dict()
+    import json
+
+    clone = metahp.meta_policy(ProductKnob(Temperature([0.7, 1.0]), TopP([0.8, 1.0])), "softmax_gradient", lr=20.0)
+    clone.load_state_dict(json.loads(json.dumps(state)))
+    assert [clone.sample() for _ in range(5)] == [adapter.policy.sample() for _ in range(5)]
+
+
+def test_product_grid_errors():
+    from metahp.knobs import ProductKnob, Temperature, TopK
+
+    with pytest.raises(ConfigError, match="not supported"):
+        ProductKnob(TopP(), TopK())
+    with pytest.raises(ConfigError, match="more than the 16 completions"):
+        metahp.adapt(sharpened(), knob=("temperature", "top_p"), combine="product")  # 10 x 7 candidates
+    with pytest.raises(ConfigError, match="combine='mixed'"):
+        metahp.adapt(sharpened(), knob=("temperature", "top_p"), combine="mixed")
+    with pytest.raises(ConfigError, match="needs value="):
+        metahp.meta_policy(ProductKnob(Temperature([0.7]), TopP([0.9])), "constant")
+    fixed = metahp.meta_policy(ProductKnob(Temperature([0.7, 1.0]), TopP([0.9, 1.0])), "constant", value=(1.0, 0.9))
+    assert fixed.sample() == (1.0, 0.9)

@@ -3,6 +3,7 @@
 from metahp.errors import ConfigError
 from metahp.knobs.base import Knob
 from metahp.knobs.min_p import MinP
+from metahp.knobs.product import ProductKnob
 from metahp.knobs.temperature import Temperature
 from metahp.knobs.top_k import TopK
 from metahp.knobs.top_p import TopP
@@ -21,4 +22,4 @@ def make_knob(knob: str | Knob, values=None) -> Knob:
     return KNOBS[knob](values)
 
 
-__all__ = ["KNOBS", "Knob", "MinP", "Temperature", "TopK", "TopP", "make_knob"]
+__all__ = ["KNOBS", "Knob", "MinP", "ProductKnob", "Temperature", "TopK", "TopP", "make_knob"]

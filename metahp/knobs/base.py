@@ -64,6 +64,14 @@ class Knob(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self._values)})"
 
+    def label(self, value) -> str:
+        """How a candidate appears in metric names: metahp/prob/<label>."""
+        return f"{value:g}"
+
+    def components(self, value) -> dict[str, float]:
+        """The backend keyword arguments a candidate stands for: {"temperature": 0.7}."""
+        return {self.name: value}
+
     @abstractmethod
     def check_value(self, value: float) -> float:
         """Return ``value`` (normalised to the knob's type) or raise ConfigError if outside the domain."""

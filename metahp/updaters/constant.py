@@ -10,13 +10,17 @@ from metahp.updaters.base import Feedback, State, Updater
 
 
 @validate_call
-def constant(value: float | None = None) -> Updater:
+def constant(value: float | tuple[float, ...] | None = None) -> Updater:
     """Always ``value`` (which must be one of the candidates; default: the candidate nearest 1.0)."""
 
     def index(values: tuple[float, ...]) -> int:
         if value is None:
+            if isinstance(values[0], tuple):
+                raise ConfigError("constant over several knobs needs value=(...), one entry per knob, e.g. "
+                                  f"value={values[0]}.")
             return int(np.argmin([abs(v - 1.0) for v in values]))
-        matches = [i for i, v in enumerate(values) if np.isclose(v, value, rtol=0, atol=1e-9)]
+        matches = [i for i, v in enumerate(values) if np.shape(v) == np.shape(value)
+                   and np.allclose(v, value, rtol=0, atol=1e-9)]
         if not matches:
             raise ConfigError(f"constant: value={value} is not among the candidates {list(values)}; add it "
                               f"to values= (e.g. values=[{value}]) or pick one of them.")
