@@ -22,3 +22,9 @@ def test_trl_overhead_smoke():
     rows = load("trl_overhead").main(["--smoke"])
     with_metahp = [r for flag, r in rows if flag]
     assert len(rows) == 2 and 0 < with_metahp[0]["share"] < 1
+
+
+def test_knob_cost_in_step_smoke():
+    result = load("knob_cost_in_step").main(["--smoke"])
+    assert set(result["knobs"]) == {"temperature", "top_p", "top_k", "min_p"}
+    assert all(0 < k["share_of_step"] for k in result["knobs"].values())
