@@ -1,22 +1,29 @@
-"""metahp on TRL's GRPOTrainer: ``adapter = metahp.adapt(trainer)`` learns the sampling temperature online.
+"""metahp on TRL's GRPOTrainer: ``adapter = metahp.adapt(trainer)`` learns sampling knobs online.
+
+Knobs: ``"temperature"`` (default), one truncation knob (``"top_p"``, ``"top_k"``, ``"min_p"``), or the
+temperature and one truncation together (``knob=("temperature", "top_p")``, factored: one meta-policy per knob).
 
 What happens at every training generation (TRL's ``_generate_and_score_completions``, wrapped):
 
-1. before: draw T from the meta-policy and write it to EVERY copy TRL keeps: ``trainer.generation_config``
-   (transformers sampling), ``trainer.vllm_generation`` (vLLM sampling), and the temperature that TRL 1.16 froze in
-   the fused LM head of the policy and of the reference model (so loss, old and reference log-probs of this batch
-   are computed at T). T then stays fixed until the next generation: a buffered batch (steps_per_generation > 1,
-   num_iterations > 1) is trained at the temperature it was sampled with.
+1. before: draw each knob's value from its meta-policy and write it to EVERY copy TRL keeps:
+   ``trainer.generation_config`` (transformers sampling), ``trainer.vllm_generation`` (vLLM sampling), and for the
+   temperature also the value TRL 1.16 froze in the fused LM head of the policy and of the reference model (so
+   loss, old and reference log-probs of this batch are computed at T). The values then stay fixed until the next
+   generation: a buffered batch (steps_per_generation > 1, num_iterations > 1) is trained with the values it was
+   sampled with.
 2. TRL generates, scores and computes advantages as usual (no extra generation).
-3. after: the meta-update from that batch. Rows with zero advantage are skipped; for the others one chunked
-   ``torch.no_grad`` forward computes the raw logits at completion positions only, and
-   ``knob.sequence_logprobs`` turns them into l_ik. The [B, K] likelihoods and advantages of every rank are
-   gathered, so every rank makes the same update and draws the same next T. Metrics are appended to
-   ``trainer._metrics["train"]`` (TensorBoard / W&B see them); the policy's state is saved as
-   ``metahp_state.json`` in every checkpoint-N folder and restored by ``trainer.train(resume_from_checkpoint=...)``.
+3. after: the meta-update from that batch. Each knob's candidates are scored from the raw logits with the other
+   sampling settings at the values this batch used (a truncation knob after the batch's temperature; the
+   temperature with the batch's truncation, if any, after it). Rows with zero advantage are skipped. The [B, K]
+   likelihoods and advantages of every rank are gathered, so every rank makes the same update and draws the same
+   next values. Metrics are appended to ``trainer._metrics["train"]`` (TensorBoard / W&B see them); the policies'
+   state is saved as ``metahp_state.json`` in every checkpoint-N folder and restored by
+   ``trainer.train(resume_from_checkpoint=...)``.
 
-Evaluation generations use the user's own temperature (``args.temperature``, or ``eval_value=``), make no
-meta-update, and the training temperature is restored when evaluation ends.
+Evaluation generations use the user's own settings (``args.temperature`` / ``args.top_p`` ..., or ``eval_value=``),
+make no meta-update, and the training values are restored when evaluation ends.
+
+TRL recomputes UNtruncated log-probs for its loss (trl issue 6789); metahp does not change that: see docs/trl.md.
 
 >>> adapter = metahp.adapt(trainer, "temperature", "tampo")      # doctest: +SKIP
 >>> trainer.train(); adapter.policy.probs                        # doctest: +SKIP
@@ -35,13 +42,18 @@ import torch
 
 from metahp.errors import ConfigError, StateError
 from metahp.knobs import Knob
+from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
 
 from .trl_capture import GenerateCapture, sequence_logprobs
 
 SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
 STATE_FILE = "metahp_state.json"
-SUPPORTED_KNOBS = ("temperature",)
+SUPPORTED_KNOBS = ("temperature", "top_p", "top_k", "min_p")
+# The truncation knobs GRPOConfig names, and the value of each that truncates nothing (None is off too).
+TRUNCATION_OFF = {"top_p": 1.0, "top_k": 0, "min_p": 0.0}
+# Truncations transformers applies that only GRPOConfig.generation_kwargs can set; metahp models none of them.
+OTHER_TRUNCATIONS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
 # Working memory of one chunk of candidate logits, in elements (64 MiB of float32).
 CHUNK_ELEMENTS = 1 << 24
 
@@ -53,10 +65,14 @@ def supports(trainer) -> bool:
 
 def attach(trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
            likelihoods="auto", **options) -> TRLAdapter:
-    """Attach a meta-policy over ``knob`` to a ``trl.GRPOTrainer``; see the module docstring.
+    """Attach meta-policies over ``knob`` to a ``trl.GRPOTrainer``; see the module docstring.
 
-    seed: the meta-policy's seed; None uses ``trainer.args.seed`` (the same on every rank, so all ranks agree).
-    eval_value: the knob's value for evaluation generations; None keeps the user's configured value.
+    knob: "temperature", "top_p", "top_k", "min_p" (or a Knob instance), or a tuple of one temperature and one
+        truncation knob, e.g. ("temperature", "top_p") (then pass each grid in a Knob instance, not values=).
+    seed: the first meta-policy's seed (the next knob's is seed + 1, ...); None uses ``trainer.args.seed`` (the same
+        on every rank, so all ranks agree).
+    eval_value: the knob's value for evaluation generations (a dict {name: value} with several knobs); None keeps
+        the user's configured value.
     likelihoods: where the candidates' likelihoods come from: "generate" (the logits transformers' generate
         sampled from, captured step by step: no extra forward; TRL's plain transformers path only), "forward" (one
         no-grad forward over the non-zero-advantage rows: any generation backend, vLLM included), or "auto"
@@ -68,33 +84,50 @@ def attach(trainer, *, knob="temperature", updater="tampo", values=None, seed=No
 
 
 class TRLAdapter:
-    """The meta-policy wired into one GRPOTrainer. ``.policy`` is the MetaPolicy; ``.history`` lists the
-    training values applied, one dict {"step", "value"} per generation (``step`` = trainer.state.global_step)."""
+    """The meta-policies wired into one GRPOTrainer.
+
+    ``.policies`` maps knob names to MetaPolicy objects; ``.policy`` is the only one when one knob is adapted.
+    ``.value`` is the training value applied now (a dict {name: value} with several knobs); ``.history`` lists
+    them, one dict {"step", "value"} per generation (``step`` = trainer.state.global_step).
+    """
 
     def __init__(self, trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
                  likelihoods="auto", **options):
         _check_trl_version()
-        name = knob.name if isinstance(knob, Knob) else knob
-        if name not in SUPPORTED_KNOBS:
-            raise ConfigError(f"metahp's TRL adapter supports knob in {list(SUPPORTED_KNOBS)} for now, got "
-                              f"{name!r}: TRL replays only the temperature when it recomputes log-probs (top_p, top_k "
-                              f"and min_p change sampling alone, which would bias the loss).")
-        _check_trainer(trainer, name)
+        knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
+        names = [k.name if isinstance(k, Knob) else k for k in knobs]
+        _check_knobs(names, values)
+        for name in names:
+            _check_trainer(trainer, name)
+        _check_truncations(trainer, names)
         if getattr(trainer, "_metahp_adapter", None) is not None:
             raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
                               "another one.")
         self.trainer = trainer
-        self.policy: MetaPolicy = meta_policy(knob, updater, values, trainer.args.seed if seed is None else seed,
-                                              **options)
-        self.knob_name = name
+        base_seed = trainer.args.seed if seed is None else seed
+        self.policies: dict[str, MetaPolicy] = {
+            name: meta_policy(k, updater, values, base_seed + i, **options)
+            for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
+        self.knob_names = tuple(names)
+        self.knob_name = names[0] if len(names) == 1 else "+".join(names)
         self.likelihoods = _check_likelihoods(trainer, likelihoods)
         self.likelihood_source: str | None = None  # where the last meta-update's likelihoods came from
         self._captured: torch.Tensor | None = None
         # The log-prob temperature lives in closures of TRL's fused LM head: find them once, write them per batch.
-        self._cells = _fused_temperature_cells(trainer)
-        self.eval_value = float(trainer.temperature if eval_value is None else self.policy.knob.check_value(eval_value))
-        self.value = float(trainer.temperature)  # the training value now applied everywhere
-        self.history: list[dict[str, float]] = []
+        self._cells = _fused_temperature_cells(trainer) if "temperature" in names else []
+        self._current = {name: _config_value(trainer, name) for name in names}  # training values applied now
+        self._eval = dict(self._current)
+        if eval_value is not None:
+            given = eval_value if isinstance(eval_value, dict) else {names[0]: eval_value}
+            if len(names) > 1 and not isinstance(eval_value, dict):
+                raise ConfigError(f"several knobs are adapted {names}: pass eval_value as a dict {{name: value}}.")
+            unknown = set(given) - set(names)
+            if unknown:
+                raise ConfigError(f"eval_value names {sorted(unknown)}, which are not adapted {names}.")
+            for name, v in given.items():
+                self._eval[name] = self.policies[name].knob.check_value(v)
+        self.history: list[dict[str, Any]] = []
+        self.unscored_rows = 0  # rows dropped because the value that sampled them gave them likelihood 0
         # wall time of each meta-update, likelihood capture during generate included (the adapter's overhead)
         self.update_seconds: list[float] = []
         self._capture_seconds = 0.0
@@ -107,34 +140,87 @@ class TRLAdapter:
         trainer._metahp_adapter = self
 
     def __repr__(self) -> str:
-        return f"TRLAdapter(value={self.value}, policy={self.policy!r})"
+        return f"TRLAdapter(value={self.value}, policies={self.policies!r})"
 
-    # -- the knob's copies --------------------------------------------------------------------------------
-    def apply(self, value: float) -> None:
-        """Write ``value`` to every copy of the temperature TRL uses (sampling and log-probs)."""
-        value = float(value)
+    @property
+    def policy(self) -> MetaPolicy:
+        """The meta-policy, when one knob is adapted (else use ``.policies[name]``)."""
+        if len(self.policies) != 1:
+            raise AttributeError(f"several knobs are adapted {list(self.policies)}: use adapter.policies[name].")
+        return next(iter(self.policies.values()))
+
+    @property
+    def value(self):
+        """The training value applied now; a dict {name: value} when several knobs are adapted."""
+        return self._single(self._current)
+
+    @property
+    def eval_value(self):
+        """The value(s) applied for evaluation generations."""
+        return self._single(self._eval)
+
+    def _single(self, values: dict[str, Any]):
+        return next(iter(values.values())) if len(values) == 1 else dict(values)
+
+    # -- the knobs' copies --------------------------------------------------------------------------------
+    def apply(self, value) -> None:
+        """Write the value(s) to every copy TRL uses (sampling, and log-probs for the temperature). ``value``: a
+        number when one knob is adapted, or a dict {name: value}."""
+        if not isinstance(value, dict):
+            if len(self.knob_names) != 1:
+                raise ConfigError(f"several knobs are adapted {list(self.knob_names)}: pass a dict {{name: value}}.")
+            value = {self.knob_names[0]: value}
+        for name, v in value.items():
+            if name not in self.knob_names:
+                raise ConfigError(f"{name!r} is not adapted here {list(self.knob_names)}.")
+            self._apply_one(name, v)
+
+    def _apply_one(self, name: str, value) -> None:
         trainer = self.trainer
-        trainer.temperature = value  # kept in sync for user code; TRL 1.16 itself ignores it at run time
-        if getattr(trainer, "generation_config", None) is not None:  # transformers generate
-            trainer.generation_config.temperature = value
+        value = _normalise(name, value)
+        setattr(trainer, name, value)  # kept in sync for user code; TRL 1.16 itself ignores it at run time
+        if getattr(trainer, "generation_config", None) is not None:  # transformers generate / generate_batch
+            setattr(trainer.generation_config, name, value)
         if isinstance(getattr(trainer, "generation_kwargs", None), dict):
-            trainer.generation_kwargs["temperature"] = value
+            trainer.generation_kwargs[name] = value
         if getattr(trainer, "vllm_generation", None) is not None:  # builds SamplingParams from it per call
-            trainer.vllm_generation.temperature = value
-        for cell in self._cells:  # fused LM head of the policy and the reference model
-            cell.cell_contents = value
+            setattr(trainer.vllm_generation, name, value)
+        if name == "temperature":
+            for cell in self._cells:  # fused LM head of the policy and the reference model
+                cell.cell_contents = value
 
-    def applied_values(self) -> dict[str, float]:
-        """Every copy's current value, for checks: all must be equal."""
+    def applied_values(self) -> dict[str, Any]:
+        """Every copy's current value, for checks: all copies of one knob must be equal."""
         trainer = self.trainer
-        out = {"trainer.temperature": trainer.temperature}
-        if getattr(trainer, "generation_config", None) is not None:
-            out["generation_config.temperature"] = trainer.generation_config.temperature
-        if getattr(trainer, "vllm_generation", None) is not None:
-            out["vllm_generation.temperature"] = trainer.vllm_generation.temperature
-        for i, cell in enumerate(self._cells):
-            out[f"fused_lm_head[{i}].temperature"] = cell.cell_contents
+        out = {}
+        for name in self.knob_names:
+            out[f"trainer.{name}"] = getattr(trainer, name)
+            if getattr(trainer, "generation_config", None) is not None:
+                out[f"generation_config.{name}"] = getattr(trainer.generation_config, name)
+            if getattr(trainer, "vllm_generation", None) is not None:
+                out[f"vllm_generation.{name}"] = getattr(trainer.vllm_generation, name)
+            if name == "temperature":
+                for i, cell in enumerate(self._cells):
+                    out[f"fused_lm_head[{i}].temperature"] = cell.cell_contents
         return out
+
+    def _used_values(self) -> dict[str, Any]:
+        """The sampling settings the next generation uses: adapted knobs as applied, the others as configured
+        (generation_kwargs overriding the named fields, as TRL does)."""
+        used = {name: _config_value(self.trainer, name) for name in ("temperature", *TRUNCATION_OFF)}
+        used.update(self._current)
+        return used
+
+    def _condition(self) -> None:
+        """Point every knob's likelihoods at the other settings this batch uses."""
+        used = self._used_values()
+        active = [(name, used[name]) for name in TRUNCATION_OFF if not _is_off(name, used[name])]
+        for policy in self.policies.values():
+            knob = policy.knob
+            if isinstance(knob, Temperature):
+                knob.truncation = active[0] if active else None
+            else:
+                knob.temperature = float(used["temperature"])
 
     # -- wrapped trainer methods --------------------------------------------------------------------------
     def _wrap(self, name: str, replacement) -> None:
@@ -143,7 +229,7 @@ class TRLAdapter:
         setattr(self.trainer, name, replacement)
 
     def detach(self) -> None:
-        """Undo ``attach``: the trainer's own methods come back; the knob keeps its current value."""
+        """Undo ``attach``: the trainer's own methods come back; the knobs keep their current values."""
         for name in self._originals:
             if self._own[name] is None:
                 self.trainer.__dict__.pop(name, None)
@@ -156,13 +242,14 @@ class TRLAdapter:
         trainer = self.trainer
         original = self._originals["_generate_and_score_completions"]
         if not trainer.model.training:  # evaluation: the user's settings, no meta-update
-            self.apply(self.eval_value)
+            self.apply(self._eval)
             return original(inputs)
-        self.value = self._draw()
-        self.apply(self.value)
+        self._current = {name: self._draw(policy) for name, policy in self.policies.items()}
+        self.apply(self._current)
+        self._condition()  # before generating: the capture scores the candidates during generate
         self.history.append({"step": trainer.state.global_step, "value": self.value})
         self._capture_seconds = 0.0
-        if self.likelihoods == "generate":
+        if self.likelihoods == "generate" and any(p.needs_likelihoods for p in self.policies.values()):
             output = self._capturing(original, inputs)
         else:
             output = original(inputs)
@@ -174,15 +261,16 @@ class TRLAdapter:
         return output
 
     def _capturing(self, original, inputs):
-        """Run TRL's generation with the knob's per-token likelihoods captured inside model.generate."""
+        """Run TRL's generation with the knobs' per-token likelihoods captured inside model.generate."""
         model = self.trainer.accelerator.unwrap_model(self.trainer.model_wrapped)
         own = model.__dict__.get("generate")
         generate = model.generate
         calls = []
         self._captured = None
+        knobs = [p.knob for p in self.policies.values()]
 
         def capturing_generate(*args, **kwargs):
-            capture = GenerateCapture(self.policy.knob)
+            capture = GenerateCapture(knobs)
             with capture.hooks(model):
                 sequences = generate(*args, **kwargs)
             prompt = kwargs.get("input_ids", args[0] if args else None)
@@ -204,8 +292,8 @@ class TRLAdapter:
     def _evaluation_loop(self, *args, **kwargs):
         try:
             return self._originals["evaluation_loop"](*args, **kwargs)
-        finally:  # a buffered training batch may still be in use: give it back its own temperature
-            self.apply(self.value)
+        finally:  # a buffered training batch may still be in use: give it back its own values
+            self.apply(self._current)
 
     def _save_checkpoint(self, model, trial, *args, **kwargs):
         out = self._originals["_save_checkpoint"](model, trial, *args, **kwargs)
@@ -217,8 +305,15 @@ class TRLAdapter:
                                   f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump({"policy": self.policy.state_dict(), "value": self.value, "history": self.history}, f)
+                json.dump(self.state_dict(), f)
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``metahp_state.json`` holds: the policies' states (random generators included), values, history."""
+        if len(self.policies) == 1:
+            return {"policy": self.policy.state_dict(), "value": self.value, "history": self.history}
+        return {"policies": {name: p.state_dict() for name, p in self.policies.items()}, "value": self.value,
+                "history": self.history}
 
     def _load_optimizer_and_scheduler(self, checkpoint, *args, **kwargs):
         out = self._originals["_load_optimizer_and_scheduler"](checkpoint, *args, **kwargs)
@@ -227,7 +322,7 @@ class TRLAdapter:
         return out
 
     def load(self, checkpoint: str) -> None:
-        """Restore the meta-policy from ``checkpoint/metahp_state.json`` (done for you on resume)."""
+        """Restore the meta-policies from ``checkpoint/metahp_state.json`` (done for you on resume)."""
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.exists(path):
             warnings.warn(f"{path} not found: the checkpoint was saved without metahp, so the meta-policy starts "
@@ -235,16 +330,27 @@ class TRLAdapter:
             return
         with open(path) as f:
             state = json.load(f)
-        if not isinstance(state, dict) or "policy" not in state:
+        if not isinstance(state, dict) or ("policy" not in state and "policies" not in state):
             raise StateError(f"{path} is not a metahp TRL adapter state; delete it or resume without it.")
-        self.policy.load_state_dict(state["policy"])
-        self.value = float(state["value"])
+        if "policies" in state:
+            saved = state["policies"]
+        elif len(self.policies) == 1:
+            saved = {self.knob_names[0]: state["policy"]}
+        else:
+            saved = {"(one knob)": state["policy"]}
+        if set(saved) != set(self.policies):
+            raise StateError(f"{path} adapts knobs {sorted(saved)}, this adapter {sorted(self.policies)}; attach "
+                             f"the same knobs as the saved run.")
+        for name, policy in self.policies.items():
+            policy.load_state_dict(saved[name])
+        value = state["value"]
+        self._current = dict(value) if isinstance(value, dict) else {self.knob_names[0]: value}
         self.history = list(state["history"])
-        self.apply(self.value)
+        self.apply(self._current)
 
     # -- the meta-update ----------------------------------------------------------------------------------
-    def _draw(self) -> float:
-        value = self.policy.sample()
+    def _draw(self, policy: MetaPolicy):
+        value = policy.sample()
         accelerator = self.trainer.accelerator
         if accelerator.num_processes > 1:  # every rank draws from the same stream; check that they agree
             from accelerate.utils import broadcast_object_list
@@ -252,27 +358,56 @@ class TRLAdapter:
             box = [value]
             broadcast_object_list(box, from_process=0)
             if box[0] != value:
-                raise StateError(f"rank {accelerator.process_index} drew {self.knob_name}={value} but rank 0 drew "
+                raise StateError(f"rank {accelerator.process_index} drew {policy.knob.name}={value} but rank 0 drew "
                                  f"{box[0]}: the meta-policies diverged across ranks (different seeds or a state "
                                  f"loaded on some ranks only).")
-        return float(value)
+        return _normalise(policy.knob.name, value)
 
     def _meta_update(self, output: dict) -> dict[str, float]:
         trainer = self.trainer
         accelerator = trainer.accelerator
         advantages = output["advantages"].detach().float()
-        if not self.policy.needs_likelihoods:  # bandit feedback: the global mean reward TRL just logged
-            return self.policy.update(reward=float(trainer._metrics["train"]["reward"][-1]))
-        logp = self._captured_logprobs(output)
-        self.likelihood_source = "forward" if logp is None else "generate"
-        if logp is None:
-            logp = self.candidate_logprobs(output)
-        if accelerator.num_processes > 1:  # same [N, K] and [N] on every rank -> the same update everywhere
-            logp = accelerator.gather(logp.to(accelerator.device))
-            advantages = accelerator.gather(advantages)
-        logp, advantages = logp.cpu(), advantages.cpu()
-        informative = advantages != 0
-        return self.policy.update(logp[informative], advantages[informative], batch_size=len(advantages))
+        logp = None
+        if any(p.needs_likelihoods for p in self.policies.values()):
+            logp = self._captured_logprobs(output)
+            self.likelihood_source = "forward" if logp is None else "generate"
+            if logp is None:
+                logp = self.candidate_logprobs(output)
+            if accelerator.num_processes > 1:  # same [N, K] and [N] on every rank -> the same update everywhere
+                logp = accelerator.gather(logp.to(accelerator.device))
+                advantages = accelerator.gather(advantages)
+            logp, advantages = logp.cpu(), advantages.cpu()
+        metrics: dict[str, float] = {}
+        start = 0
+        for name, policy in self.policies.items():
+            if not policy.needs_likelihoods:  # bandit feedback: the global mean reward TRL just logged
+                m = policy.update(reward=float(trainer._metrics["train"]["reward"][-1]))
+            else:
+                columns = logp[:, start:start + len(policy.knob)]
+                start += len(policy.knob)
+                informative = advantages != 0
+                # The value that sampled a row gives it a finite likelihood, up to float differences between the
+                # sampler's arithmetic and ours at a truncation boundary (GPU kernels, vLLM): such rows carry no
+                # reliable evidence and are left out (counted in .unscored_rows).
+                used = columns[:, policy.knob.values.index(self._current[name])]
+                unscored = informative & torch.isneginf(used)
+                if unscored.any():
+                    self._warn_unscored(name, int(unscored.sum()))
+                    informative &= ~unscored
+                m = policy.update(columns[informative], advantages[informative], batch_size=len(advantages))
+            if len(self.policies) > 1:  # metahp/prob/0.9 would be ambiguous: say whose candidate it is
+                m = {k.replace("/prob/", f"/prob/{name}=").replace("/advantage/", f"/advantage/{name}="): v
+                     for k, v in m.items()}
+            metrics.update(m)
+        return metrics
+
+    def _warn_unscored(self, name: str, count: int) -> None:
+        if self.unscored_rows == 0:
+            warnings.warn(f"metahp: {count} completion(s) got likelihood 0 under the {name} value that sampled them "
+                          f"(the sampler and metahp decided a truncation boundary differently, e.g. GPU or vLLM "
+                          f"kernels); they are left out of the meta-update. adapter.unscored_rows counts them.",
+                          stacklevel=3)
+        self.unscored_rows += count
 
     def _captured_logprobs(self, output: dict) -> torch.Tensor | None:
         captured, self._captured = self._captured, None
@@ -286,17 +421,19 @@ class TRLAdapter:
 
     @torch.no_grad()
     def candidate_logprobs(self, output: dict) -> torch.Tensor:
-        """l[B, K]: each completion's length-normalised log-likelihood under every candidate (rows with zero
-        advantage are left at 0, never computed). One no-grad forward of the informative rows, in chunks, with
-        raw logits at completion positions only: exactly the logits TRL's loss divides by T."""
+        """l[B, K]: each completion's length-normalised log-likelihood under every candidate of every knob, the
+        knobs' columns side by side in ``.policies`` order (rows with zero advantage are left at 0, never
+        computed). One no-grad forward of the informative rows, in chunks, with raw logits at completion positions
+        only: exactly the logits TRL's loss divides by T."""
         trainer = self.trainer
+        knobs = [p.knob for p in self.policies.values()]
         advantages = output["advantages"]
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
         ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], completion_mask], dim=1)
         n_rows, n_keep = completion_ids.shape
-        out = torch.zeros(n_rows, len(self.policy.values), dtype=torch.float32)
+        out = torch.zeros(n_rows, sum(len(k) for k in knobs), dtype=torch.float32)
         rows = torch.nonzero(advantages != 0).flatten()
         accelerator = trainer.accelerator
         vocab = accelerator.unwrap_model(trainer.model).config.get_text_config().vocab_size
@@ -317,9 +454,63 @@ class TRLAdapter:
                     logits = trainer.model(input_ids=ids[take], attention_mask=attention_mask[take],
                                            logits_to_keep=n_keep + 1, use_cache=False).logits[:, :-1]
                 if not dummy:
-                    out[chunk.cpu()] = self.policy.knob.sequence_logprobs(
-                        logits, completion_ids[take], mask[take]).to(out.device)
+                    scored = [k.sequence_logprobs(logits, completion_ids[take], mask[take]) for k in knobs]
+                    out[chunk.cpu()] = torch.cat(scored, dim=1).to(out.device)
         return out
+
+
+def _normalise(name: str, value):
+    """A knob value as TRL and transformers expect it (top_k an int; None kept: 'not set')."""
+    if value is None:
+        return None
+    return int(value) if name == "top_k" else float(value)
+
+
+def _is_off(name: str, value) -> bool:
+    return value is None or (value >= 1.0 if name == "top_p" else value == TRUNCATION_OFF[name])
+
+
+def _config_value(trainer, name: str):
+    """The value TRL samples with when metahp does not set it: generation_kwargs overrides the named field."""
+    kwargs = trainer.args.generation_kwargs or {}
+    return _normalise(name, kwargs[name] if name in kwargs else getattr(trainer, name))
+
+
+def _check_knobs(names: list[str], values) -> None:
+    for name in names:
+        if name not in SUPPORTED_KNOBS:
+            raise ConfigError(f"metahp's TRL adapter supports knob in {list(SUPPORTED_KNOBS)}, got {name!r}.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"knob={names} names a knob twice; list each knob once.")
+    truncations = [n for n in names if n in TRUNCATION_OFF]
+    if len(truncations) > 1:
+        raise ConfigError(f"adapting {truncations} together is not supported: transformers applies top_k, top_p and "
+                          f"min_p in sequence and metahp scores one truncation at a time. Adapt one truncation knob "
+                          f"(with the temperature if you like).")
+    if len(names) > 1 and values is not None:
+        raise ConfigError("with several knobs pass each grid in a Knob instance, e.g. knob=(Temperature([0.7, 1.0]), "
+                          "TopP([0.8, 0.95])), not values=.")
+
+
+def _check_truncations(trainer, names: list[str]) -> None:
+    """One truncation at a time: the adapted one, or at most one fixed in the config."""
+    kwargs = trainer.args.generation_kwargs or {}
+    other = [k for k in OTHER_TRUNCATIONS if kwargs.get(k) is not None]
+    if other:
+        raise ConfigError(f"GRPOConfig.generation_kwargs sets {other}, a truncation metahp does not model, so it "
+                          f"cannot score candidates of {names}; remove it (top_p, top_k and min_p are modelled).")
+    active = {n: _config_value(trainer, n) for n in TRUNCATION_OFF if not _is_off(n, _config_value(trainer, n))}
+    adapted = [n for n in names if n in TRUNCATION_OFF]
+    if adapted:
+        fixed = {n: v for n, v in active.items() if n != adapted[0]}
+        if fixed:
+            off = ", ".join(f"{n}={TRUNCATION_OFF[n]}" for n in fixed)
+            raise ConfigError(f"metahp adapts {adapted[0]} but the config also truncates with {fixed}: transformers "
+                              f"applies top_k, top_p and min_p in sequence and metahp scores one truncation at a "
+                              f"time. Set {off} in GRPOConfig (and generation_kwargs).")
+    elif len(active) > 1:
+        raise ConfigError(f"the config truncates with {active} at once; metahp scores the temperature with one "
+                          f"truncation applied after it. Keep one of top_p, top_k, min_p.")
 
 
 def _check_trl_version() -> None:

@@ -2,14 +2,15 @@
 
 TRL's transformers path calls ``model.generate``; at every decoding step the LM head produces the raw logits z_t
 ([B, V], before any logits processor or temperature) and the next forward receives the token o_t sampled from them.
-Holding one step of logits until its token arrives gives ``knob.token_logprobs(z_t, o_t)`` ([B, K]) at no extra
-forward pass and O(B * V) memory (``output_logits=True`` would keep all [B, L, V]). The last step's token is read
-from the returned sequences.
+Holding one step of logits until its token arrives gives ``knob.token_logprobs(z_t, o_t)`` ([B, K]; several
+knobs' columns side by side) at no extra forward pass and O(B * V) memory (``output_logits=True`` would keep all
+[B, L, V]). The last step's token is read from the returned sequences.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -19,10 +20,12 @@ from metahp.knobs import Knob
 class GenerateCapture:
     """Context for one ``generate`` call: ``with capture.hooks(model): model.generate(...)``; then
     ``capture.finish(sequences, prompt_length)`` returns the per-token log-likelihoods [B, L, K] or None when
-    the calls did not line up with the sequences (then the caller falls back to a forward pass)."""
+    the calls did not line up with the sequences (then the caller falls back to a forward pass). ``knob`` may be a
+    sequence of knobs: their candidates' columns then come side by side (K = the sum of their sizes)."""
 
-    def __init__(self, knob: Knob, chunk_elements: int = 1 << 24):
-        self.knob = knob
+    def __init__(self, knob: Knob | Sequence[Knob], chunk_elements: int = 1 << 24):
+        self.knobs = [knob] if isinstance(knob, Knob) else list(knob)
+        self.knob = self.knobs[0]
         self.chunk_elements = chunk_elements
         self.per_token: list[torch.Tensor] = []  # blocks [B, n_steps, K]
         self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits [B, V], token [B]) not yet scored
@@ -63,8 +66,9 @@ class GenerateCapture:
         logits = torch.stack([z for z, _ in self._steps], dim=1)  # [B, n, V]
         tokens = torch.stack([o for _, o in self._steps], dim=1)  # [B, n]
         batch, n, vocab = logits.shape
+        flat, flat_tokens = logits.reshape(batch * n, vocab).float(), tokens.reshape(-1)
         with torch.no_grad():
-            per_token = self.knob.token_logprobs(logits.reshape(batch * n, vocab).float(), tokens.reshape(-1))
+            per_token = torch.cat([knob.token_logprobs(flat, flat_tokens) for knob in self.knobs], dim=1)
         self.per_token.append(per_token.reshape(batch, n, -1))
         self._steps, self._buffered = [], 0
 

@@ -185,32 +185,7 @@ def test_vllm_generation_object_samples_at_the_new_value(tmp_path):
     assert max(trainer.state.log_history[i]["sampling/sampling_logp_difference/max"] for i in range(3)) < TOL
 
 
-class FakeVLLMGeneration:
-    def __init__(self, model, tokenizer, max_tokens, temperature):
-        self.model, self.tokenizer, self.max_tokens, self.temperature = model, tokenizer, max_tokens, temperature
-        self.temperatures = []
-
-    def sync_weights(self):
-        pass
-
-    def generate(self, prompts, images, num_generations, profiler=None):
-        from transformers import GenerationConfig
-
-        self.temperatures.append(self.temperature)
-        config = GenerationConfig(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0,
-                                  max_new_tokens=self.max_tokens, output_logits=True, return_dict_in_generate=True,
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-        completions, logprobs = [], []
-        for ids in prompts:
-            with torch.no_grad():
-                out = self.model.generate(input_ids=torch.tensor([ids]), generation_config=config)
-            tokens = out.sequences[0, len(ids):].tolist()
-            logp = torch.stack(out.logits, dim=1)[0].float().div(self.temperature).log_softmax(-1)
-            if self.tokenizer.eos_token_id in tokens:
-                tokens = tokens[:tokens.index(self.tokenizer.eos_token_id) + 1]
-            completions.append(tokens)
-            logprobs.append([[logp[t, tok].item()] for t, tok in enumerate(tokens)])
-        return prompts, completions, logprobs, None
+FakeVLLMGeneration = trl_tiny.FakeVLLMGeneration
 
 
 def test_apply_reaches_every_copy(tmp_path):
@@ -278,7 +253,7 @@ def test_unsupported_knob_version_and_double_attach_are_refused(tmp_path, monkey
 
     trainer = trl_tiny.grpo_trainer(tmp_path)
     with pytest.raises(ConfigError, match="supports knob in"):
-        metahp.adapt(trainer, knob="top_p")
+        metahp.adapt(trainer, knob="repetition_penalty")
     with monkeypatch.context() as patch:
         patch.setattr(trl, "__version__", "1.15.2")
         with pytest.raises(ConfigError, match="supports trl 1.16.x, found trl 1.15.2"):

@@ -73,3 +73,42 @@ def grpo_trainer(output_dir, *, seed: int = 0, model_kwargs=None, eval_dataset=F
     return GRPOTrainer(model=model, reward_funcs=digit_reward, args=grpo_config(output_dir, seed=seed, **overrides),
                        train_dataset=data, eval_dataset=data.select(range(4)) if eval_dataset else None,
                        processing_class=tok)
+
+
+class FakeVLLMGeneration:
+    """A stand-in for trl's VLLMGeneration: samples with its own .temperature / .top_p / .top_k / .min_p (read at
+    every generate() call, as VLLMGeneration builds SamplingParams) through transformers' generate, and returns
+    processed log-probs (vLLM's logprobs_mode="processed_logprobs": after temperature and truncation).
+    ``.calls`` records the settings of every call."""
+
+    def __init__(self, model, tokenizer, max_tokens, temperature, top_p=1.0, top_k=0, min_p=None):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self.temperature, self.top_p, self.top_k, self.min_p = temperature, top_p, top_k, min_p
+        self.calls = []
+
+    @property
+    def temperatures(self):
+        return [c["temperature"] for c in self.calls]
+
+    def sync_weights(self):
+        pass
+
+    def generate(self, prompts, images, num_generations, profiler=None):
+        from transformers import GenerationConfig
+
+        settings = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
+        self.calls.append(settings)
+        config = GenerationConfig(do_sample=True, **settings, max_new_tokens=self.max_tokens, output_scores=True,
+                                  return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id)
+        completions, logprobs = [], []
+        for ids in prompts:
+            with torch.no_grad():
+                out = self.model.generate(input_ids=torch.tensor([ids]), generation_config=config)
+            tokens = out.sequences[0, len(ids):].tolist()
+            logp = torch.stack(out.scores, dim=1)[0].float().log_softmax(-1)
+            if self.tokenizer.eos_token_id in tokens:
+                tokens = tokens[:tokens.index(self.tokenizer.eos_token_id) + 1]
+            completions.append(tokens)
+            logprobs.append([[logp[t, tok].item()] for t, tok in enumerate(tokens)])
+        return prompts, completions, logprobs, None
