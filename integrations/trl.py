@@ -138,6 +138,7 @@ class TRLAdapter:
         self._wrap("_save_checkpoint", self._save_checkpoint)
         self._wrap("_load_optimizer_and_scheduler", self._load_optimizer_and_scheduler)
         trainer._metahp_adapter = self
+        self._condition()
 
     def __repr__(self) -> str:
         return f"TRLAdapter(value={self.value}, policies={self.policies!r})"
