@@ -139,6 +139,14 @@ class TRLAdapter:
         self._wrap("_load_optimizer_and_scheduler", self._load_optimizer_and_scheduler)
         trainer._metahp_adapter = self
         self._condition()
+        adapted = [n for n in names if n in TRUNCATION_OFF]
+        if adapted and getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_importance_sampling_correction",
+                                                                       False):
+            warnings.warn(f"TRL computes its log-probs without the truncation ({adapted[0]}) but vLLM's with it, so "
+                          f"its importance-sampling ratio is the kept probability mass (per token, or its product "
+                          f"over the sequence), not a sampler/trainer mismatch: it down-weights the loss more the "
+                          f"tighter the {adapted[0]} metahp draws (trl issue 6789; see docs/trl.md). Consider "
+                          f"vllm_importance_sampling_correction=False.", stacklevel=3)
 
     def __repr__(self) -> str:
         return f"TRLAdapter(value={self.value}, policies={self.policies!r})"

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,7 +173,8 @@ def test_vllm_generation_object_samples_with_each_value(tmp_path):
                                        min_p=trainer.min_p)
     trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, fake, -1
     grid = [0.5, 0.8, 1.0]
-    adapter = metahp.adapt(trainer, knob="top_p", values=grid, seed=1, **MOVING)
+    with pytest.warns(UserWarning, match="kept probability mass"):
+        adapter = metahp.adapt(trainer, knob="top_p", values=grid, seed=1, **MOVING)
     assert adapter.likelihoods == "forward"
     used = spy_updates(adapter.policy)
     outputs = []
@@ -187,8 +191,17 @@ def test_vllm_generation_object_samples_with_each_value(tmp_path):
     assert len({c["top_p"] for c in fake.calls}) > 1, "the test needs a knob change"
     assert all(c["temperature"] == 0.8 and c["top_k"] == 0 for c in fake.calls)
     assert adapter.likelihood_source == "forward"
-    for (out, logits), call in zip(outputs, used, strict=True):
+    for (out, logits), call, h in zip(outputs, used, adapter.history, strict=True):
         assert_scored_like(TopP(grid, temperature=0.8), logits, out, call)
+        # Not replayed: TRL's old log-probs are untruncated while vLLM's are truncated, so TRL's (sequence)
+        # importance-sampling ratio is the product of the kept masses of the sampled steps, not a mismatch.
+        mask = out["completion_mask"].bool()
+        tokens = out["completion_ids"][mask]
+        untruncated = Temperature([0.8]).token_logprobs(logits[mask], tokens)[:, 0]
+        truncated = TopP([h["value"]], temperature=0.8).token_logprobs(logits[mask], tokens)[:, 0]
+        log_kept = torch.zeros(mask.shape).masked_scatter(mask, untruncated - truncated).sum(1, keepdim=True)
+        torch.testing.assert_close(out["importance_sampling_ratio"], log_kept.exp(), atol=1e-4, rtol=1e-3)
+        assert (log_kept < -1e-3).any() == (h["value"] < 1.0)
 
 
 def test_apply_reaches_every_copy(tmp_path):
@@ -317,3 +330,50 @@ def test_temperature_alone_is_scored_with_the_configured_truncation(tmp_path):
     assert adapter.policy.knob.truncation == ("top_p", 0.8)
     assert_scored_like(Temperature([0.5, 1.0, 2.0], truncation=("top_p", 0.8)), full_logits(trainer.model, out), out,
                        used[0])
+
+
+# -- many processes ---------------------------------------------------------------------------------------------
+TWO_PROCESS_SCRIPT = '''
+import importlib.util, json, sys
+from pathlib import Path
+import torch
+spec = importlib.util.spec_from_file_location("trl_tiny", sys.argv[2])
+trl_tiny = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(trl_tiny)
+import metahp
+from metahp.knobs import Temperature, TopP
+torch.set_num_threads(1)
+out_dir = sys.argv[1]
+trainer = trl_tiny.grpo_trainer(out_dir, max_steps=3)
+adapter = metahp.adapt(trainer, knob=(Temperature([0.5, 1.0, 2.0]), TopP([0.5, 0.8, 1.0])), updater="softmax_gradient",
+                       lr=1e-3, likelihoods=sys.argv[3])
+rows = []
+for name, policy in adapter.policies.items():
+    update = policy.update
+    def spy(logp, adv, _update=update, _name=name, **kwargs):
+        rows.append({"knob": _name, "batch_size": kwargs["batch_size"]})
+        return _update(logp, adv, **kwargs)
+    policy.update = spy
+trainer.train()
+rank = trainer.accelerator.process_index
+Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
+    "world": trainer.accelerator.num_processes, "history": adapter.history, "updates": rows,
+    "state": adapter.state_dict()["policies"], "source": adapter.likelihood_source}))
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_the_factored_pair(tmp_path):
+    script = tmp_path / "two_process.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path), str(Path(__file__).with_name("trl_tiny.py")), "generate"],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 and r["source"] == "generate" for r in ranks)
+    assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 3
+    assert ranks[0]["state"] == ranks[1]["state"]
+    # both knobs updated from the 8 completions of the global batch, every step
+    assert sorted(u["knob"] for u in ranks[0]["updates"]) == ["temperature"] * 3 + ["top_p"] * 3
+    assert all(u["batch_size"] == 8 for r in ranks for u in r["updates"])
