@@ -398,8 +398,9 @@ class TRLAdapter:
                 # The value that sampled a row gives it a finite likelihood, up to float differences between the
                 # sampler's arithmetic and ours at a truncation boundary (GPU kernels, vLLM): such rows carry no
                 # reliable evidence and are left out (counted in .unscored_rows).
-                used = columns[:, policy.knob.values.index(self._current[name])]
-                unscored = informative & torch.isneginf(used)
+                value = self._current[name]
+                used = columns[:, policy.knob.values.index(value)] if value in policy.knob.values else None
+                unscored = informative & torch.isneginf(used) if used is not None else torch.zeros_like(informative)
                 if unscored.any():
                     self._warn_unscored(name, int(unscored.sum()))
                     informative &= ~unscored
