@@ -308,7 +308,8 @@ def plot_accuracy(summary: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     tasks = list(summary)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 5), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(7.0, 4.2 * len(tasks)), 5.2), squeeze=False,
+                             layout="constrained")
     for ax, task in zip(axes[0], tasks, strict=True):
         entry = summary[task]["greedy_accuracy"]
         names = summary[task]["strategies"]
@@ -325,8 +326,8 @@ def plot_accuracy(summary: dict, path: Path) -> Path:
         ax.set_title(f"{task} ({n} seeds, {summary[task]['steps'][0]} steps)")
         ax.set_xlabel("held-out greedy accuracy (mean, 95% CI)")
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Final accuracy per strategy (grey: fixed T, blue: schedules, green: entropy target, "
-                 "orange: metahp updaters, defaults)")
+    fig.suptitle("Final held-out greedy accuracy per strategy\ngrey: fixed T, blue: schedules, green: entropy "
+                 "target, orange: metahp updaters (defaults)", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
