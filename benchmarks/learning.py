@@ -236,6 +236,13 @@ def summarize(runs: list[dict]) -> dict:
                     m, lo, hi, n = paired_diff(values[s], values[best_fixed])
                     stats[s]["vs_best_fixed"] = {"mean": m, "lo": lo, "hi": hi, "pairs": n}
             entry[metric] = {"best_fixed": best_fixed, "stats": stats}
+        entry["temperature"] = {}
+        for s in order:  # temperature used: whole run and last fifth, mean over steps then seeds
+            series = [np.asarray(r["series"]["temperature"]) for r in by_strategy[s].values()]
+            tail = [x[-max(1, len(x) // 5):] for x in series]
+            entry["temperature"][s] = {"mean": float(np.mean([x.mean() for x in series])),
+                                       "last_fifth": float(np.mean([x.mean() for x in tail])),
+                                       "last_fifth_seeds": [float(x.mean()) for x in tail]}
         fixed_means = [entry["greedy_accuracy"]["stats"][s]["mean"] for s in order if s.startswith("fixed_")]
         entry["fixed_spread"] = float(max(fixed_means) - min(fixed_means)) if fixed_means else float("nan")
         summary[task] = entry
@@ -283,6 +290,16 @@ def format_report(summary: dict, warm: dict | None = None) -> str:
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
             mean_rank.setdefault(s, []).append(acc["stats"][s]["rank"])
         lines.append("")
+        if "temperature" in entry:
+            shown = [s for s in entry["strategies"] if STRATEGIES.get(s, ("",))[0] in ("entropy", "metahp")]
+            if shown:
+                lines += ["Temperature used by the adaptive strategies (mean over steps, then seeds; last fifth of "
+                          "the run per seed in brackets):", ""]
+                for s in shown:
+                    t = entry["temperature"][s]
+                    per_seed = ", ".join(f"{v:.2f}" for v in t["last_fifth_seeds"])
+                    lines.append(f"- {s}: whole run {t['mean']:.2f}, last fifth {t['last_fifth']:.2f} ({per_seed})")
+                lines.append("")
     if len(summary) > 1:
         lines += ["### Mean rank over tasks (greedy accuracy; 1 = best)", "", "| strategy | mean rank | tasks |",
                   "|---|---|---|"]
