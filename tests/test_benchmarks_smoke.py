@@ -28,3 +28,13 @@ def test_knob_cost_in_step_smoke():
     result = load("knob_cost_in_step").main(["--smoke"])
     assert set(result["knobs"]) == {"temperature", "top_p", "top_k", "min_p"}
     assert all(0 < k["share_of_step"] for k in result["knobs"].values())
+
+
+def test_moving_optimum_probe_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path))
+    module = load("moving_optimum_probe")
+    results = module.main(["--smoke"])
+    assert [r["temperature"] for r in results] == [0.6, 1.4] and len(results[0]["curve"]) == 3
+    task = module.CarryAddition(2, 0, with_carry=False)
+    assert not any(module.carries(*map(int, p.prompt[:-1].split("+"))) for p in task.sample_prompts(50, 0))
+    assert module.carries(15, 7) and not module.carries(12, 7)
