@@ -268,8 +268,22 @@ def _fmt_diff(d: dict | None) -> str:
     return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]{star}"
 
 
+def headline(summary: dict) -> str:
+    """One table: held-out greedy accuracy, mean [95% CI], strategies x tasks."""
+    tasks = list(summary)
+    names = [s for s in STRATEGIES if any(s in summary[t]["strategies"] for t in tasks)]
+    seeds = {t: max(st["n"] for st in summary[t]["greedy_accuracy"]["stats"].values()) for t in tasks}
+    head = [f"{t} ({summary[t]['steps'][0]} steps, {seeds[t]} seeds)" for t in tasks]
+    lines = ["| strategy | " + " | ".join(head) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for s in names:
+        cells = [_fmt(summary[t]["greedy_accuracy"]["stats"][s]) if s in summary[t]["strategies"] else "-"
+                 for t in tasks]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_report(summary: dict, warm: dict | None = None) -> str:
-    lines = []
+    lines = ["### Held-out greedy accuracy, mean [95% CI over seeds]", "", headline(summary), ""]
     mean_rank: dict[str, list[float]] = {}
     for task, entry in summary.items():
         acc = entry["greedy_accuracy"]
