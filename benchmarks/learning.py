@@ -378,10 +378,14 @@ def plot_temperatures(runs: list[dict], path: Path) -> Path:
 
     tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
     shown = [s for s in STRATEGIES if STRATEGIES[s][0] in ("schedule", "entropy", "metahp")]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.2), squeeze=False, sharey=True,
+    cols = min(2, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False, sharey=True,
                              layout="constrained")
     cmap = plt.get_cmap("tab10")
-    for ax, task in zip(axes[0], tasks, strict=True):
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks, strict=False):  # a spare panel when the count is odd
         for i, s in enumerate(shown):
             series = [r["series"]["temperature"] for r in runs if r["task"] == task and r["strategy"] == s]
             if not series:
@@ -395,8 +399,9 @@ def plot_temperatures(runs: list[dict], path: Path) -> Path:
         ax.set_title(f"{task}: temperature used")
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("T (mean over seeds, moving mean)")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    for row in axes:
+        row[0].set_ylabel("T (mean over seeds, moving mean)")
+    axes.flat[0].legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
