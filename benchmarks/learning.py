@@ -369,6 +369,37 @@ def plot_accuracy(summary: dict, path: Path) -> Path:
     return path
 
 
+def plot_paired(summary: dict, path: Path, metric: str = "greedy_accuracy") -> Path:
+    """Per task: each strategy minus the best fixed temperature, paired by seed (mean, 95% CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(7.0, 4.2 * len(tasks)), 5.2), squeeze=False,
+                             layout="constrained")
+    for ax, task in zip(axes[0], tasks, strict=True):
+        entry = summary[task][metric]
+        names = summary[task]["strategies"]
+        for i, s in enumerate(names):
+            d = entry["stats"][s].get("vs_best_fixed")
+            if d is None or s == entry["best_fixed"]:
+                ax.plot(0, i, "D", color=_colour(s))
+                continue
+            err = None if np.isnan(d["lo"]) else [[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]]
+            ax.errorbar(d["mean"], i, xerr=err, fmt="o", color=_colour(s), capsize=3)
+        ax.axvline(0, color="0.5", lw=1)
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [""] * len(names))
+        ax.invert_yaxis()
+        ax.set_title(f"{task}: vs best fixed ({entry['best_fixed']}, diamond)")
+        ax.set_xlabel(f"paired difference in {metric.replace('_', ' ')} (mean, 95% CI)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_temperatures(runs: list[dict], path: Path) -> Path:
     """Per task: temperature used (mean over seeds, moving mean) for the adaptive strategies and the schedules."""
     import matplotlib
@@ -424,7 +455,8 @@ def report(out: Path) -> dict:
     (out / "report.md").write_text(text + "\n")
     write_json(out / "summary.json", {"summary": summary, "warm_before": warm,
                                       "runs": len(runs), "wall_s_total": sum(r["train_s"] + r["eval_s"] for r in runs)})
-    figures = [plot_accuracy(summary, out / "accuracy.png"), plot_temperatures(runs, out / "temperature.png")]
+    figures = [plot_accuracy(summary, out / "accuracy.png"), plot_paired(summary, out / "paired.png"),
+               plot_temperatures(runs, out / "temperature.png")]
     print(text)
     print(f"\nreport: {out / 'report.md'}; figures: {', '.join(map(str, figures))}")
     return summary

@@ -110,7 +110,7 @@ def test_smoke_writes_runs_report_and_figures(learning, tmp_path, monkeypatch):
     assert record["steps"] == 3 and len(record["series"]["temperature"]) == 3
     assert 0.0 <= record["after"]["greedy_accuracy"] <= 1.0 and "pass@2" in record["after"]
     assert set(summary["addition"]["strategies"]) == {"fixed_1", "tampo"}
-    for name in ("report.md", "summary.json", "accuracy.png", "temperature.png"):
+    for name in ("report.md", "summary.json", "accuracy.png", "paired.png", "temperature.png"):
         assert (out / name).stat().st_size > 0
     # resumable: a second call finds both runs saved and only rebuilds the report
     before = runs[0].stat().st_mtime_ns
