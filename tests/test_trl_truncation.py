@@ -359,6 +359,8 @@ rank = trainer.accelerator.process_index
 Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
     "world": trainer.accelerator.num_processes, "history": adapter.history, "updates": rows,
     "state": adapter.state_dict()["policies"], "source": adapter.likelihood_source}))
+trainer.accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()  # before exit: see tests/trl_two_process.py
 '''
 
 
