@@ -360,7 +360,11 @@ Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
     "world": trainer.accelerator.num_processes, "history": adapter.history, "updates": rows,
     "state": adapter.state_dict()["policies"], "source": adapter.likelihood_source}))
 trainer.accelerator.wait_for_everyone()
-torch.distributed.destroy_process_group()  # before exit: see tests/trl_two_process.py
+torch.distributed.destroy_process_group()  # then skip interpreter teardown: see tests/trl_two_process.py
+import os
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 '''
 
 

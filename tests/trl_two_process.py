@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,10 +39,14 @@ def main(out_dir: str, likelihoods: str) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
         "world": trainer.accelerator.num_processes, "history": adapter.history, "updates": updates,
         "state": adapter.policy.state_dict(), "source": adapter.likelihood_source}))
-    # Tear gloo down before interpreter exit: left to the exit handlers, a rank sometimes aborted with
-    # "terminate called without an active exception" after finishing (seen in a clean-clone CI run).
+    # A rank sometimes aborted during interpreter teardown, after its work and its JSON were done
+    # ("terminate called without an active exception": a C++ thread destroyed at exit; seen intermittently in
+    # clean-clone CI runs under load). Tear gloo down, then leave without running the exit handlers.
     trainer.accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
