@@ -17,8 +17,7 @@ from metahp.errors import ConfigError, StateError
 from metahp.knobs import Knob, ProductKnob, make_knob
 from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
-
-TRUNCATION_OFF = {"top_p": 1.0, "top_k": 0, "min_p": 0.0}
+from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
 
 
 def supports(trainer) -> bool:
@@ -67,9 +66,8 @@ class ReferenceAdapter:
             _condition(policy.knob, rollout.knobs)
             m = policy.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
                                           rollout.advantages, reward=float(rollout.rewards.mean()))
-            if len(self.policies) > 1:  # metahp/prob/0.9 would be ambiguous: say whose candidate it is
-                m = {k.replace("/prob/", f"/prob/{name}=").replace("/advantage/", f"/advantage/{name}="): v
-                     for k, v in m.items()}
+            if len(self.policies) > 1:
+                m = name_metrics(m, name)
             metrics.update(m)
         return metrics
 
@@ -96,18 +94,7 @@ def attach(trainer, *, knob, updater, values, seed, combine="factored", **option
         raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
                           f"the product of the grids).")
     names = [k if isinstance(k, str) else k.name for k in knobs]
-    for name in names:
-        if name not in trainer.SUPPORTED_KNOBS:
-            raise ConfigError(f"the reference trainer can adapt {list(trainer.SUPPORTED_KNOBS)}, not {name!r}.")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"knob={names} names a knob twice; list each knob once.")
-    truncations = [n for n in names if n in TRUNCATION_OFF]
-    if len(truncations) > 1:
-        raise ConfigError(f"adapting {truncations} together is not supported: the samplers apply truncations in "
-                          f"sequence and metahp scores one at a time. Adapt one truncation knob (with temperature).")
-    if len(knobs) > 1 and values is not None:
-        raise ConfigError("with several knobs pass each grid in a Knob instance, e.g. knob=(Temperature([0.7, 1.0]), "
-                          "TopP([0.8, 0.95])), not values=.")
+    check_knob_names(names, trainer.SUPPORTED_KNOBS, values, "the reference trainer")
     base_seed = trainer.config.seed if seed is None else seed
     if combine == "product" and len(knobs) > 1:
         product = ProductKnob(*(make_knob(k) for k in knobs))

@@ -44,6 +44,7 @@ from metahp.errors import ConfigError, StateError
 from metahp.knobs import Knob
 from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
+from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
 
 from .trl_capture import GenerateCapture, sequence_logprobs
 
@@ -51,7 +52,6 @@ SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
 STATE_FILE = "metahp_state.json"
 SUPPORTED_KNOBS = ("temperature", "top_p", "top_k", "min_p")
 # The truncation knobs GRPOConfig names, and the value of each that truncates nothing (None is off too).
-TRUNCATION_OFF = {"top_p": 1.0, "top_k": 0, "min_p": 0.0}
 # Truncations transformers applies that only GRPOConfig.generation_kwargs can set; metahp models none of them.
 OTHER_TRUNCATIONS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
 # Working memory of one chunk of candidate logits, in elements (64 MiB of float32).
@@ -405,9 +405,8 @@ class TRLAdapter:
                     self._warn_unscored(name, int(unscored.sum()))
                     informative &= ~unscored
                 m = policy.update(columns[informative], advantages[informative], batch_size=len(advantages))
-            if len(self.policies) > 1:  # metahp/prob/0.9 would be ambiguous: say whose candidate it is
-                m = {k.replace("/prob/", f"/prob/{name}=").replace("/advantage/", f"/advantage/{name}="): v
-                     for k, v in m.items()}
+            if len(self.policies) > 1:
+                m = name_metrics(m, name)
             metrics.update(m)
         return metrics
 
@@ -487,19 +486,7 @@ def _config_value(trainer, name: str):
 
 
 def _check_knobs(names: list[str], values) -> None:
-    for name in names:
-        if name not in SUPPORTED_KNOBS:
-            raise ConfigError(f"metahp's TRL adapter supports knob in {list(SUPPORTED_KNOBS)}, got {name!r}.")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"knob={names} names a knob twice; list each knob once.")
-    truncations = [n for n in names if n in TRUNCATION_OFF]
-    if len(truncations) > 1:
-        raise ConfigError(f"adapting {truncations} together is not supported: transformers applies top_k, top_p and "
-                          f"min_p in sequence and metahp scores one truncation at a time. Adapt one truncation knob "
-                          f"(with the temperature if you like).")
-    if len(names) > 1 and values is not None:
-        raise ConfigError("with several knobs pass each grid in a Knob instance, e.g. knob=(Temperature([0.7, 1.0]), "
-                          "TopP([0.8, 0.95])), not values=.")
+    check_knob_names(names, SUPPORTED_KNOBS, values, "metahp's TRL adapter")
 
 
 def _check_truncations(trainer, names: list[str]) -> None:

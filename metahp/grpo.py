@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metahp.errors import ConfigError, StateError
+from metahp.several_knobs import TRUNCATION_OFF
 from metahp.synthetic import group_advantages
 
 
@@ -106,7 +107,7 @@ class GRPOTrainer:
     """
 
     SUPPORTED_KNOBS = ("temperature", "top_p", "top_k", "min_p")
-    OFF = {"top_p": 1.0, "top_k": 0, "min_p": 0.0}  # the value of each truncation knob that truncates nothing
+    OFF = TRUNCATION_OFF  # the value of each truncation knob that truncates nothing
 
     def __init__(self, model, tokenizer, task, config: GRPOConfig | None = None, **settings):
         if config is not None and settings:

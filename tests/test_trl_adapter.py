@@ -252,7 +252,7 @@ def test_unsupported_knob_version_and_double_attach_are_refused(tmp_path, monkey
     import trl
 
     trainer = trl_tiny.grpo_trainer(tmp_path)
-    with pytest.raises(ConfigError, match="supports knob in"):
+    with pytest.raises(ConfigError, match="TRL adapter can adapt"):
         metahp.adapt(trainer, knob="repetition_penalty")
     with monkeypatch.context() as patch:
         patch.setattr(trl, "__version__", "1.15.2")
