@@ -63,7 +63,8 @@ class ProductKnob(Knob):
         columns: dict[tuple, torch.Tensor] = {}
         for t in temperature.values:
             # One truncation knob per temperature scores all its candidates from one softmax and sort per token.
-            block = type(truncation)(truncation.values, temperature=t).token_logprobs(logits, tokens)
+            block = type(truncation)(truncation.values, temperature=t, epsilon=truncation.epsilon).token_logprobs(
+                logits, tokens)
             for j, c in enumerate(truncation.values):
                 columns[(t, c)] = block[:, j]
         temperature_first = self.knobs[0] is temperature

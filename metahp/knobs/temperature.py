@@ -43,11 +43,10 @@ class Temperature(Knob):
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if self.truncation is not None:
-            from metahp.knobs import make_knob
+            from metahp.knobs import KNOBS
 
             name, value = self.truncation
-            columns = [make_knob(name).__class__([value], temperature=t).token_logprobs(logits, tokens)[:, 0]
-                       for t in self.values]
+            columns = [KNOBS[name]([value], temperature=t).token_logprobs(logits, tokens)[:, 0] for t in self.values]
             return torch.stack(columns, dim=1)
         shifted = logits - logits.max(dim=-1, keepdim=True).values
         taken = shifted.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
