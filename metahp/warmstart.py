@@ -140,14 +140,19 @@ def greedy_accuracy(
     return float(np.mean([task.reward(p, c) for p, c in zip(problems, completions, strict=True)]))
 
 
-def _supervised_batch(tokenizer: PreTrainedTokenizerFast, task: Task, problems: Sequence[Problem]):
-    """input_ids, attention_mask and labels (-100 outside the completion) for prompt + demonstration + <eos>."""
+def _supervised_batch(tokenizer: PreTrainedTokenizerFast, task: Task, problems: Sequence[Problem],
+                      rng: np.random.Generator):
+    """input_ids, attention_mask and labels (-100 outside the completion) for prompt + demonstration + <eos>.
+
+    The demonstration is ``task.warm_start_completion(problem, rng)``: the task's answer unless it shapes it.
+    """
     import torch
 
     rows, label_rows = [], []
     for p in problems:
         prompt = tokenizer(p.prompt).input_ids
-        completion = tokenizer(task.demonstration(p), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        completion = tokenizer(task.warm_start_completion(p, rng), add_special_tokens=False).input_ids
+        completion.append(tokenizer.eos_token_id)
         rows.append(prompt + completion)
         label_rows.append([-100] * len(prompt) + completion)
     width = max(map(len, rows))
@@ -247,7 +252,7 @@ def warm_start(
         bar = tqdm(total=cfg.steps, desc=f"warm start {task.name}", disable=not progress, leave=False)
         while step < cfg.steps and not done:
             model.train()
-            ids, mask, labels = _supervised_batch(tokenizer, task, task.sample_prompts(cfg.batch_size, rng))
+            ids, mask, labels = _supervised_batch(tokenizer, task, task.sample_prompts(cfg.batch_size, rng), rng)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metahp.errors import ConfigError, InputError
-from metahp.tasks import TASKS, Countdown, Problem, env_id, make_env, make_task, split_of
+from metahp.tasks import TASKS, Countdown, Problem, RareSkill, env_id, make_env, make_task, split_of
 from metahp.tasks.countdown import evaluate
 
 NAMES = sorted(TASKS)
@@ -205,3 +205,43 @@ def test_countdown_evaluator_matches_python_arithmetic(expr_used, spare):
     assert evaluate(expression, tuple(used + spare)) == eval(expression)
     # one copy fewer of any number it uses: rejected
     assert evaluate(expression, tuple(used[1:])) is None
+
+
+# -- rare_skill: the moving-optimum task (issue 7) ------------------------------------------------------------
+def test_rare_skill_instructions_and_answers():
+    task = make_task("rare_skill", difficulty=7, seed=0)
+    problems = task.sample_prompts(400, rng=0)
+    kinds = [task.instruction(p) for p in problems]
+    assert 0.4 < kinds.count("revs") / len(kinds) < 0.6  # about half and half
+    for p, kind in zip(problems, kinds, strict=True):
+        s = p.extra["input"]
+        if kind == "rev":
+            assert p.prompt == f"rev:{s}=" and p.answer == s[::-1] and len(s) == 7
+        else:
+            assert p.prompt == f"revs:{s}=" and p.answer == s[::-1] + "s" and len(s) == 2
+        assert task.reward(p, p.answer) == 1.0
+        assert task.reward(p, s[::-1] + ("" if kind == "revs" else "s")) == 0.0  # the other skill's answer fails
+
+
+def test_rare_skill_warm_start_signs_at_the_rare_rate():
+    """The warm-start demonstrations sign a revs answer with probability ``rare`` (binomial, 5-sigma band) and
+    leave rev answers, and every other task's demonstrations, untouched."""
+    rare, n = 0.1, 4000
+    task = RareSkill(5, seed=0, rare=rare)
+    rng = np.random.default_rng(1)
+    revs = [p for p in task.sample_prompts(2 * n, rng=0) if task.instruction(p) == "revs"][:n]
+    signed = sum(task.warm_start_completion(p, rng).endswith("s") for p in revs)
+    assert abs(signed - rare * n) < 5 * np.sqrt(n * rare * (1 - rare))
+    for p in task.sample_prompts(50, rng=2):
+        if task.instruction(p) == "rev":
+            assert task.warm_start_completion(p, rng) == p.answer
+    addition = make_task("addition")
+    assert all(addition.warm_start_completion(p, rng) == p.answer for p in addition.sample_prompts(20, rng=0))
+
+
+def test_rare_skill_rejects_a_bad_rare_fraction():
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match="rare"):
+            RareSkill(rare=bad)
+    # a different rare fraction is a different warm start, so a different cache key
+    assert RareSkill(rare=0.1).spec != RareSkill(rare=0.2).spec

@@ -22,16 +22,18 @@ from metahp.errors import ConfigError
 from metahp.tasks.addition import Addition
 from metahp.tasks.base import Problem, Task, TextEnv, split_of
 from metahp.tasks.countdown import Countdown
+from metahp.tasks.rare_skill import RareSkill
 from metahp.tasks.strings import Reverse, Sort
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort, RareSkill)}
 
 # Every character any built-in task can use: a tokenizer over it serves all tasks.
 ALL_TASKS_ALPHABET = "".join(sorted({c for cls in TASKS.values() for c in cls(None).alphabet}))
 
 
 def make_task(name: str | Task, difficulty: int | None = None, seed: int | None = 0) -> Task:
-    """A task from its name (``"addition"``, ``"countdown"``, ``"reverse"``, ``"sort"``) or an instance.
+    """A task from its name (``"addition"``, ``"countdown"``, ``"reverse"``, ``"sort"``, ``"rare_skill"``) or an
+    instance.
 
     ``difficulty=None`` takes the task's default. Example: ``make_task("reverse", difficulty=6)``.
     """
@@ -60,6 +62,6 @@ for _name in TASKS:
         gymnasium.register(id=env_id(_name), entry_point="metahp.tasks:make_env", kwargs={"task": _name})
 
 __all__ = [
-    "ALL_TASKS_ALPHABET", "TASKS", "Addition", "Countdown", "Problem", "Reverse", "Sort", "Task", "TextEnv",
-    "env_id", "make_env", "make_task", "split_of",
+    "ALL_TASKS_ALPHABET", "TASKS", "Addition", "Countdown", "Problem", "RareSkill", "Reverse", "Sort", "Task",
+    "TextEnv", "env_id", "make_env", "make_task", "split_of",
 ]

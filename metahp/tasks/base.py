@@ -119,6 +119,13 @@ class Task(ABC):
         """A correct completion, for supervised warm start: ``task.reward(p, task.demonstration(p)) == 1.0``."""
         return problem.answer
 
+    def warm_start_completion(self, problem: Problem, rng: np.random.Generator) -> str:
+        """The completion the supervised warm start trains on (default: ``demonstration``, ignoring ``rng``).
+
+        A task overrides it to shape what the warm-started policy knows, e.g. ``rare_skill`` makes one skill rare.
+        """
+        return self.demonstration(problem)
+
     def split_of(self, problem: Problem) -> Split:
         """The split ``problem`` belongs to."""
         return split_of(problem.prompt, self.eval_fraction)
