@@ -16,7 +16,7 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
 import metahp
 from metahp import ConfigError
-from metahp.knobs import KNOBS, MinP, TopK, TopP, make_knob
+from metahp.knobs import KNOBS, MinP, TopK, TopP, base, make_knob
 from metahp.knobs import _truncation as truncation
 from metahp.knobs._truncation import _naive_token_logprobs
 from metahp.testing import check_knob
@@ -130,19 +130,91 @@ def truncation_inputs(draw):
     return cls(values, temperature=temperature), logits, tokens
 
 
-@given(truncation_inputs(), st.sampled_from([1, 2, 64]), st.sampled_from([2, 16]))
-def test_fast_path_equals_naive_path(inputs, first_slice, growth):
+@given(truncation_inputs(), st.sampled_from([1, 2, 64]), st.sampled_from([2, 16]), st.booleans())
+def test_fast_path_equals_naive_path(inputs, first_slice, growth, sized):
     knob, logits, tokens = inputs
     # Small first slices and slow growth exercise the rows whose support outgrows a slice (top_k sizes its
-    # first slice exactly, k_max + 1, and grows only past a tie group at the k_max-th logit).
+    # first slice exactly, k_max + 1, and grows only past a tie group at the k_max-th logit). top_p sizes its
+    # first slice from the mass profile; unsized (every row starts at FIRST_SLICE) it exercises the growth.
     module = importlib.import_module(f"metahp.knobs.{knob.name}")
     first = mock.patch.object(module, "FIRST_SLICE", first_slice) if hasattr(module, "FIRST_SLICE") else nullcontext()
-    with first, mock.patch.object(truncation, "_GROWTH", growth):
+    unsized = (mock.patch.object(module, "nucleus_slice_sizes", lambda probs, cut: torch.ones(len(probs)))
+               if hasattr(module, "nucleus_slice_sizes") and not sized else nullcontext())
+    with first, unsized, mock.patch.object(truncation, "_GROWTH", growth):
         got = knob.token_logprobs(logits, tokens)
     want = _naive_token_logprobs(knob, logits, tokens)
     assert torch.equal(torch.isfinite(got), torch.isfinite(want)), (got, want)
     finite = torch.isfinite(want)
     assert torch.allclose(got[finite], want[finite], atol=1e-5), (got, want)
+
+
+def slice_sizes_used(module, knob, logits, tokens):
+    """The slice sizes a knob selects, each with the number of rows it selects it for, and its output."""
+    used = []
+    real = module.sorted_slice
+
+    def spy(values, size):
+        used.append((size, values.shape[0]))
+        return real(values, size)
+
+    with mock.patch.object(module, "sorted_slice", spy):
+        out = knob.token_logprobs(logits, tokens)
+    return used, out
+
+
+def test_top_p_sizes_its_slice_from_the_mass_profile_so_flat_rows_need_no_growth():
+    top_p = importlib.import_module("metahp.knobs.top_p")
+    # Flat rows: p = 0.95 needs 500 to 1000 of the 8192 tokens, far past the first slice of 64.
+    logits = random_logits(12, 8192, seed=7)
+    tokens = torch.randint(8192, (12,), generator=torch.Generator().manual_seed(8))
+    knob = TopP([0.5, 0.9, 0.95, 1.0])
+    used, got = slice_sizes_used(top_p, knob, logits, tokens)
+    assert sum(rows for _, rows in used) == 12, f"some rows were selected twice (grown): {used}"
+    assert all(size < 8192 for size, _ in used), f"a full sort was needed: {used}"
+    assert max(size for size, _ in used) > 500  # the sizes do follow the rows' nuclei
+    want = _naive_token_logprobs(knob, logits, tokens)
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_nucleus_slice_sizes_hold_the_loosest_support():
+    logits = torch.cat([random_logits(20, 3000, seed=9) * s for s in (0.3, 1.0, 3.0)])
+    probs = torch.softmax(logits, dim=-1)
+    for p in (0.3, 0.9, 0.99, 0.999):
+        sizes = truncation.nucleus_slice_sizes(probs, 1 - p)
+        descending = probs.double().sort(dim=-1, descending=True).values
+        mass_below = descending.sum(-1) - descending.cumsum(-1).gather(1, (sizes - 1).unsqueeze(1)).squeeze(1)
+        assert (mass_below <= 1 - p).all()  # every token outside the M largest is cut
+        needed = (descending.flip(-1).cumsum(-1).flip(-1) > 1 - p).sum(-1)
+        assert (sizes >= needed).all() and (sizes <= 4 * needed + 64).all()  # and M is not far past the nucleus
+
+
+def test_top_p_underestimated_slice_grows_to_a_full_sort_and_stays_exact():
+    # If the first slice misses part of the support (forced here: every row starts at 1 token), the exact
+    # check catches it and the slice grows, up to a full sort of the vocabulary, with the same result.
+    top_p = importlib.import_module("metahp.knobs.top_p")
+    logits = random_logits(6, 600, seed=10, ties=True) * 0.2  # flat rows with many ties
+    tokens = torch.randint(600, (6,), generator=torch.Generator().manual_seed(11))
+    knob = TopP([0.3, 0.95, 0.999, 1.0], temperature=1.3)
+    with (mock.patch.object(top_p, "nucleus_slice_sizes", lambda probs, cut: torch.ones(len(probs))),
+          mock.patch.object(top_p, "FIRST_SLICE", 1)):
+        used, got = slice_sizes_used(top_p, knob, logits, tokens)
+    assert 600 in [size for size, _ in used], f"no full sort: {used}"
+    want = _naive_token_logprobs(knob, logits, tokens)
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    finite = torch.isfinite(want)
+    assert torch.allclose(got[finite], want[finite], atol=1e-5)
+
+
+@pytest.mark.parametrize("cls, values, temperature", CASES, ids=IDS)
+def test_cache_sized_blocks_do_not_change_the_result(cls, values, temperature):
+    knob = cls(values, temperature=temperature)
+    logits = random_logits(50, 64, seed=12, ties=True)
+    tokens = torch.randint(64, (50,), generator=torch.Generator().manual_seed(13))
+    whole = knob.token_logprobs(logits, tokens)
+    with mock.patch.object(base, "CPU_BLOCK_ELEMENTS", 64 * 7):  # blocks of 7 rows, the last one short
+        blocked = knob.token_logprobs(logits, tokens)
+    assert torch.equal(whole, blocked)
 
 
 def test_split_tie_group_gets_its_marginal_probability():

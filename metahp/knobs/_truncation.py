@@ -12,9 +12,10 @@ q = softmax(s) that the samplers themselves threshold, so the support is decided
     log p_c(o) = (s_o - max s) + log q_max - log sum_{v in S_c} q_v        (q_max = 1 / sum exp(s - max s))
 
 Cost: one softmax over the vocabulary per token, then one ``torch.topk`` of size M per token for ALL
-candidates, and O(K log M) searches on the sorted slice. M starts small and grows (x16, then the whole
-vocabulary, i.e. a full sort) only for the rows whose largest support did not fit. Nothing of size
-[N, V, K] is built.
+candidates, and O(K log M) searches on the sorted slice. Each knob sizes M per token from what it can bound in
+one pass (top_p: the mass profile, see ``nucleus_slice_sizes``; top_k: k_max); whether the largest support fit
+is checked exactly, and M grows (x16, then the whole vocabulary, i.e. a full sort) only for the rows where it
+did not. Nothing of size [N, V, K] is built; tokens are scored in cache-sized blocks (``base.in_blocks``).
 
 Ties that a cut splits (only top_p can split a group of equal logits: it keeps a count of tokens, in the
 order of an unstable sort) are scored by the marginal probability under a uniformly random tie order:
@@ -29,11 +30,15 @@ from collections.abc import Callable, Iterable
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs.base import Knob
+from metahp.knobs.base import Knob, in_blocks
 
-# The first slice size for knobs that cannot size it in advance; it grows by _GROWTH up to the vocabulary.
+# The smallest slice (a torch.topk of 64 costs about as much as one of 1 on a 49k row); a slice that turns out
+# too small grows by _GROWTH up to the vocabulary.
 FIRST_SLICE = 64
 _GROWTH = 16
+# Per-token slice sizes are rounded up to FIRST_SLICE * _SIZE_CLASS**i, so that a block of tokens needs only a
+# few torch.topk calls (one per class) while no row selects more than _SIZE_CLASS times what it needs.
+_SIZE_CLASS = 4
 # Tie groups are counted over the full row for at most this many (row, candidate) pairs at a time.
 _TIE_PAIRS_PER_PASS = 256
 
@@ -42,13 +47,14 @@ class RowStats:
     """Per-row quantities every truncation rule needs, computed once per chunk of tokens."""
 
     def __init__(self, logits: torch.Tensor, tokens: torch.Tensor, temperature: float):
-        # Same op as transformers' TemperatureLogitsWarper (scores / temperature), so ties and cuts agree.
-        self.scaled = logits / temperature
+        # Same op as transformers' TemperatureLogitsWarper (scores / temperature), so ties and cuts agree;
+        # x / 1.0 == x exactly, so T = 1 skips a pass over the vocabulary.
+        self.scaled = logits if temperature == 1.0 else logits / temperature
         self.probs = torch.softmax(self.scaled, dim=-1)
-        self.row_max = self.scaled.max(dim=-1).values
+        self.row_max = self.scaled.amax(dim=-1)
         self.taken = self.scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         self.taken_prob = self.probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        self.prob_max = self.probs.max(dim=-1).values
+        self.prob_max = self.probs.amax(dim=-1)
         # transformers' cumulative sums run in double on CPU; so do ours.
         self.prob_total = self.probs.sum(dim=-1, dtype=torch.float64)
 
@@ -73,27 +79,71 @@ def count_at_least(descending: torch.Tensor, bounds: torch.Tensor, strict: bool)
     return descending.shape[-1] - below
 
 
-def grow_slices(n_rows: int, n_candidates: int, vocab: int, first: int,
+def take_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``values[rows]`` for sorted distinct ``rows``, without a copy when they are all the rows."""
+    return values if rows.numel() == values.shape[0] else values[rows]
+
+
+def grow_slices(n_rows: int, n_candidates: int, vocab: int, first: int | torch.Tensor,
                 solve: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``solve(rows, size) -> (mass [n, K], weight [n, K], resolved [n])`` on growing slice sizes.
 
-    Rows whose largest support fit in the slice keep their result; the others are solved again with a
-    slice _GROWTH times larger, and finally with the whole vocabulary, where every row is resolved.
+    ``first`` is the first slice size, for all rows (int) or per row (long tensor [n_rows], best few distinct
+    values, see ``size_classes``: rows of one size share one call). Rows whose largest support fit in the slice
+    keep their result; the others are solved again with a slice _GROWTH times larger, and finally with the
+    whole vocabulary, where every row is resolved.
     """
     mass = torch.ones(n_rows, n_candidates, dtype=torch.float64)
     weight = torch.ones(n_rows, n_candidates, dtype=torch.float64)
+    if isinstance(first, int):
+        size = torch.full((n_rows,), first, dtype=torch.long)
+    else:
+        size = first.long().clone()
+    size = size.clamp(1, vocab)
     rows = torch.arange(n_rows)
-    size = max(1, min(first, vocab))
     while rows.numel():
-        row_mass, row_weight, resolved = solve(rows, size)
-        if size >= vocab:
-            resolved = torch.ones_like(resolved)
-        mass[rows[resolved]] = row_mass[resolved]
-        weight[rows[resolved]] = row_weight[resolved]
-        rows = rows[~resolved]
-        size = vocab if size * _GROWTH * 2 > vocab else size * _GROWTH
+        pending, current = [], size[rows]
+        for s in current.unique().tolist():
+            group = rows[current == s]
+            group_mass, group_weight, resolved = solve(group, s)
+            if s >= vocab:
+                resolved = torch.ones_like(resolved)
+            mass[group[resolved]] = group_mass[resolved]
+            weight[group[resolved]] = group_weight[resolved]
+            pending.append(group[~resolved])
+            size[group] = vocab if s * _GROWTH * 2 > vocab else s * _GROWTH
+        rows = torch.cat(pending).sort().values
     return mass, weight
+
+
+def size_classes(sizes: torch.Tensor, vocab: int, smallest: int) -> torch.Tensor:
+    """Round each size up to ``smallest * _SIZE_CLASS**i``, and to the whole vocabulary where that is past half
+    of it (a selection that large costs about a full sort): a block of tokens then needs few torch.topk calls."""
+    smallest = max(1, smallest)
+    steps = (sizes.clamp(min=smallest).double() / smallest).log() / math.log(_SIZE_CLASS)
+    rounded = (smallest * _SIZE_CLASS ** steps.sub(1e-9).ceil().clamp(min=0)).long()
+    return torch.where(rounded * 2 > vocab, vocab, rounded).clamp(1, vocab)
+
+
+def nucleus_slice_sizes(probs: torch.Tensor, cut: float) -> torch.Tensor:
+    """Per row, a number M of top tokens outside which every token is provably removed by a top_p cut (a
+    token is removed when its ascending cumulative sum C_j <= ``cut`` = 1 - p): a slice of the M largest then
+    holds the whole support, found in one selection instead of growing ones.
+
+    Bucket the probabilities by their float32 exponent b (q in [2^b, 2^(b+1))) and let U_b be the mass of the
+    buckets <= b (one pass and one scatter). Every token ranked at or below a token j of bucket b has q <= q_j,
+    so lies in a bucket <= b, hence C_j <= U_b: if U_b <= cut, all of bucket b is removed. U is non-decreasing,
+    so the removed buckets are 0 .. R - 1 with R = #{b : U_b <= cut}, and M = #{tokens of exponent >= R}. The
+    tokens of exponent >= R are exactly the M largest (q is monotone in the logit, and tied logits share a
+    bucket). U is summed in float32, so the test uses cut * (1 - 1e-3) to absorb its rounding. M only sizes
+    the slice: whether the support fit is still checked exactly (and the slice grown where it did not).
+    """
+    bits = probs.contiguous().view(torch.int32)
+    exponent = ((bits >> 23) & 0xFF).long()  # biased exponent: 0 for 0 and subnormals, sign bit ignored
+    mass = torch.zeros(probs.shape[0], 256, dtype=probs.dtype, device=probs.device).scatter_add_(1, exponent, probs)
+    removed = (mass.cumsum(1) <= cut * (1 - 1e-3)).sum(1, keepdim=True)
+    return (exponent >= removed).sum(1)
 
 
 def tie_counts(scaled: torch.Tensor, rows: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
@@ -139,12 +189,15 @@ class TruncationKnob(Knob):
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            stats = RowStats(logits.float(), tokens, self.temperature)
-            mass, weight = self.support(stats)
-            out = stats.log_prob(mass, weight)
-            if self.epsilon > 0:
-                untruncated = stats.log_prob(stats.prob_total.unsqueeze(1), torch.ones(1, 1, dtype=torch.float64))
-                out = torch.logaddexp(out + math.log1p(-self.epsilon), untruncated + math.log(self.epsilon))
+            return in_blocks(self._block_logprobs, logits.float(), tokens)
+
+    def _block_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        stats = RowStats(logits, tokens, self.temperature)
+        mass, weight = self.support(stats)
+        out = stats.log_prob(mass, weight)
+        if self.epsilon > 0:
+            untruncated = stats.log_prob(stats.prob_total.unsqueeze(1), torch.ones(1, 1, dtype=torch.float64))
+            out = torch.logaddexp(out + math.log1p(-self.epsilon), untruncated + math.log(self.epsilon))
         return out.float()
 
 

@@ -21,8 +21,12 @@ import torch
 
 from metahp.errors import ConfigError, InputError
 
-# Working memory of one chunk of logits, in elements (64 MiB of float32).
+# Working memory of one chunk of logits, in elements (64 MiB of float32): the block size off the CPU.
 _CHUNK_ELEMENTS = 1 << 24
+# On the CPU, tokens are scored in blocks of about this many logits (4 MiB of float32, ~21 tokens at V = 49152):
+# every vocabulary-sized pass of a knob (softmax, selections, sums) then reads a block that is still in cache
+# from the previous pass. Measured on SmolLM2-135M logits, 2 threads: about twice as fast as 64 MiB blocks.
+CPU_BLOCK_ELEMENTS = 1 << 20
 
 
 class Knob(ABC):
@@ -108,20 +112,17 @@ class Knob(ABC):
         out = torch.zeros(batch, len(self), dtype=torch.float32)
         if batch == 0:
             return out
-        counts = mask.sum(dim=1)
-        rows_per_chunk = max(1, chunk_elements // max(1, length * vocab))
+        counts = mask.sum(dim=1).cpu()
+        # Only completion tokens are scored: padding never reaches the vocabulary-sized work. They are gathered
+        # in blocks of whole tokens (rows of logits), so a block's copy is still in cache when it is scored.
+        rows, cols = mask.nonzero(as_tuple=True)
+        per_block = block_rows(vocab, logits.device, chunk_elements)
         with torch.no_grad():
-            for start in range(0, batch, rows_per_chunk):
-                stop = min(batch, start + rows_per_chunk)
-                chunk_mask = mask[start:stop]
-                if not chunk_mask.any():
-                    continue
-                # Only completion tokens are scored: padding never reaches the vocabulary-sized work.
-                z = logits[start:stop][chunk_mask].float()
+            for start in range(0, rows.numel(), per_block):
+                r, c = rows[start:start + per_block], cols[start:start + per_block]
+                z = logits[r, c].float()
                 _check_logits(self.name, z)
-                per_token = self.token_logprobs(z, tokens[start:stop][chunk_mask])
-                row_of_token = chunk_mask.nonzero()[:, 0]
-                out[start:stop].index_add_(0, row_of_token, per_token)
+                out.index_add_(0, r.cpu(), self.token_logprobs(z, tokens[r, c]).float().cpu())
         nonempty = counts > 0
         out[nonempty] /= counts[nonempty].unsqueeze(1).float()
         return out
@@ -156,9 +157,26 @@ def _check_batch(name: str, logits, tokens, mask):
     return logits, tokens, mask
 
 
+def block_rows(vocab: int, device: torch.device, chunk_elements: int = _CHUNK_ELEMENTS) -> int:
+    """How many tokens (rows of ``vocab`` logits) to score at a time: cache-sized on the CPU, else chunk-sized."""
+    elements = min(chunk_elements, CPU_BLOCK_ELEMENTS) if device.type == "cpu" else chunk_elements
+    return max(1, elements // max(1, vocab))
+
+
+def in_blocks(score, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``score(logits, tokens)`` on consecutive blocks of rows (see ``block_rows``), concatenated."""
+    per_block = block_rows(logits.shape[-1], logits.device)
+    if logits.shape[0] <= per_block:
+        return score(logits, tokens)
+    return torch.cat([score(logits[i:i + per_block], tokens[i:i + per_block])
+                      for i in range(0, logits.shape[0], per_block)])
+
+
 def _check_logits(name: str, z: torch.Tensor) -> None:
-    # -inf is legitimate (a token banned by a logits processor); NaN and +inf are not.
-    if torch.isnan(z).any() or torch.isposinf(z).any():
+    # -inf is legitimate (a token banned by a logits processor); NaN and +inf are not. One reduction finds both:
+    # the max propagates NaN, and +inf is the max whenever present.
+    top = z.amax() if z.numel() else z.new_zeros(())
+    if torch.isnan(top) or torch.isposinf(top):
         raise InputError(f"{name}.sequence_logprobs: logits contain NaN or +inf on completion tokens; "
                          f"check the model output (overflow in half precision?) before the meta-update.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs.base import Knob
+from metahp.knobs.base import Knob, in_blocks
 
 
 class Temperature(Knob):
@@ -48,7 +48,10 @@ class Temperature(Knob):
             name, value = self.truncation
             columns = [KNOBS[name]([value], temperature=t).token_logprobs(logits, tokens)[:, 0] for t in self.values]
             return torch.stack(columns, dim=1)
-        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        return in_blocks(self._block_logprobs, logits, tokens)
+
+    def _block_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
         taken = shifted.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         out = torch.empty(logits.shape[0], len(self), dtype=torch.float32)
         scaled = torch.empty_like(shifted)  # one reusable buffer, never [N, V, K]

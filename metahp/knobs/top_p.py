@@ -11,7 +11,10 @@ from metahp.knobs._truncation import (
     TruncationKnob,
     count_at_least,
     grow_slices,
+    nucleus_slice_sizes,
+    size_classes,
     sorted_slice,
+    take_rows,
     tie_counts,
 )
 
@@ -25,7 +28,8 @@ class TopP(TruncationKnob):
     token of non-zero float32 probability. Tokens outside the support get log-likelihood -inf (or the
     epsilon mixture's, see TruncationKnob). A tie group split by the cut is scored by its marginal
     probability under a uniformly random tie order (transformers' sort is unstable: the kept subset is
-    arbitrary). All candidates share one softmax and one sorted slice per token.
+    arbitrary). All candidates share one softmax and one sorted slice per token, sized from the token's mass
+    profile so that it holds the loosest candidate's support (``nucleus_slice_sizes``).
 
     >>> TopP([1.0, 0.9], temperature=0.7)
     TopP([0.9, 1.0], temperature=0.7)
@@ -60,8 +64,8 @@ class TopP(TruncationKnob):
         loosest = cut.min()
 
         def solve(rows: torch.Tensor, size: int):
-            values, index = sorted_slice(stats.scaled[rows], size)
-            probs = stats.probs[rows].gather(1, index).double()
+            values, index = sorted_slice(take_rows(stats.scaled, rows), size)
+            probs = take_rows(stats.probs, rows).gather(1, index).double()
             inclusive = probs.cumsum(1)
             total = stats.prob_total[rows].unsqueeze(1)
             # Mass at or below each rank (transformers' ascending cumulative sum); exactly 0 on a zero tail.
@@ -75,13 +79,22 @@ class TopP(TruncationKnob):
             row_weight = (taken > boundary).double()
             tied = (taken == boundary).nonzero()
             if tied.numel():
+                # The taken token has the boundary's logit (most often it IS the boundary token): it is kept
+                # with probability (kept - above) / tied under a random order of its tie group.
                 r, c = tied[:, 0], tied[:, 1]
-                above = count_at_least(values[r], boundary[r, c].unsqueeze(1), strict=True).squeeze(1)
-                in_group = tie_counts(stats.scaled, rows[r], boundary[r, c])
+                bound = boundary[r, c].unsqueeze(1)
+                above = count_at_least(values[r], bound, strict=True).squeeze(1)
+                through = count_at_least(values[r], bound, strict=False).squeeze(1)
+                in_group = (through - above).double()
+                # A group that reaches the end of the slice may go on outside it: count it over the whole row.
+                open_ended = (through == size) & (size < vocab)
+                if open_ended.any():
+                    in_group[open_ended] = tie_counts(stats.scaled, rows[r[open_ended]], bound[open_ended, 0])
                 row_weight[r, c] = (kept[r, c] - above).double() / in_group
             return row_mass, row_weight, resolved
 
-        part_mass, part_weight = grow_slices(n, len(partial), vocab, FIRST_SLICE, solve)
+        first = size_classes(nucleus_slice_sizes(stats.probs, float(loosest)), vocab, FIRST_SLICE)
+        part_mass, part_weight = grow_slices(n, len(partial), vocab, first, solve)
         mass[:, partial] = part_mass
         weight[:, partial] = part_weight
         return mass, weight
