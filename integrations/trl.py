@@ -1,11 +1,14 @@
 """metahp on TRL's GRPOTrainer: ``adapter = metahp.adapt(trainer)`` learns sampling knobs online.
 
 Knobs: ``"temperature"`` (default), one truncation knob (``"top_p"``, ``"top_k"``, ``"min_p"``), or the
-temperature and one truncation together (``knob=("temperature", "top_p")``, factored: one meta-policy per knob).
+temperature and one truncation together (``knob=("temperature", "top_p")``): factored by default (one meta-policy
+per knob), or ``combine="product"`` (one meta-policy over the product of the two grids, metahp.knobs.ProductKnob;
+for small grids: it has K_T * K_c candidates and is refused when that exceeds the generation batch).
 
 What happens at every training generation (TRL's ``_generate_and_score_completions``, wrapped):
 
-1. before: draw each knob's value from its meta-policy and write it to EVERY copy TRL keeps:
+1. before: draw each knob's value from its meta-policy (with the product, one draw gives both) and write it to
+   EVERY copy TRL keeps:
    ``trainer.generation_config`` (transformers sampling), ``trainer.vllm_generation`` (vLLM sampling), and for the
    temperature also the value TRL 1.16 froze in the fused LM head of the policy and of the reference model (so
    loss, old and reference log-probs of this batch are computed at T). The values then stay fixed until the next
@@ -14,7 +17,8 @@ What happens at every training generation (TRL's ``_generate_and_score_completio
 2. TRL generates, scores and computes advantages as usual (no extra generation).
 3. after: the meta-update from that batch. Each knob's candidates are scored from the raw logits with the other
    sampling settings at the values this batch used (a truncation knob after the batch's temperature; the
-   temperature with the batch's truncation, if any, after it). Rows with zero advantage are skipped. The [B, K]
+   temperature with the batch's truncation, if any, after it; a product candidate (T, c) is c after T).
+   Rows with zero advantage are skipped. The [B, K]
    likelihoods and advantages of every rank are gathered, so every rank makes the same update and draws the same
    next values. Metrics are appended to ``trainer._metrics["train"]`` (TensorBoard / W&B see them); the policies'
    state is saved as ``metahp_state.json`` in every checkpoint-N folder and restored by
@@ -41,7 +45,7 @@ from typing import Any
 import torch
 
 from metahp.errors import ConfigError, StateError
-from metahp.knobs import Knob
+from metahp.knobs import Knob, ProductKnob, make_knob
 from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
 from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
@@ -64,11 +68,14 @@ def supports(trainer) -> bool:
 
 
 def attach(trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
-           likelihoods="auto", **options) -> TRLAdapter:
+           likelihoods="auto", combine="factored", **options) -> TRLAdapter:
     """Attach meta-policies over ``knob`` to a ``trl.GRPOTrainer``; see the module docstring.
 
     knob: "temperature", "top_p", "top_k", "min_p" (or a Knob instance), or a tuple of one temperature and one
         truncation knob, e.g. ("temperature", "top_p") (then pass each grid in a Knob instance, not values=).
+    combine: with two knobs, "factored" (one meta-policy per knob, each scored with the other at the batch's
+        value) or "product" (one meta-policy over every pair of values: it can learn interactions, e.g. a hot
+        temperature with a tight nucleus, at K_T * K_c candidates per batch).
     seed: the first meta-policy's seed (the next knob's is seed + 1, ...); None uses ``trainer.args.seed`` (the same
         on every rank, so all ranks agree).
     eval_value: the knob's value for evaluation generations (a dict {name: value} with several knobs); None keeps
@@ -80,22 +87,26 @@ def attach(trainer, *, knob="temperature", updater="tampo", values=None, seed=No
     options: passed to ``metahp.meta_policy`` (e.g. alpha=0.05, nucleus_p=0.7, reward=..., selection=...).
     """
     return TRLAdapter(trainer, knob=knob, updater=updater, values=values, seed=seed, eval_value=eval_value,
-                      likelihoods=likelihoods, **options)
+                      likelihoods=likelihoods, combine=combine, **options)
 
 
 class TRLAdapter:
     """The meta-policies wired into one GRPOTrainer.
 
-    ``.policies`` maps knob names to MetaPolicy objects; ``.policy`` is the only one when one knob is adapted.
-    ``.value`` is the training value applied now (a dict {name: value} with several knobs); ``.history`` lists
-    them, one dict {"step", "value"} per generation (``step`` = trainer.state.global_step).
+    ``.policies`` maps knob names to MetaPolicy objects (one entry, "temperature+top_p", for a product);
+    ``.policy`` is the only one when there is one. ``.value`` is the training value applied now (a dict
+    {name: value} with several knobs, product or not); ``.history`` lists them, one dict {"step", "value"} per
+    generation (``step`` = trainer.state.global_step).
     """
 
     def __init__(self, trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
-                 likelihoods="auto", **options):
+                 likelihoods="auto", combine="factored", **options):
         _check_trl_version()
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
+        if combine not in ("factored", "product"):
+            raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
+                              f"the product of the grids).")
         _check_knobs(names, values)
         for name in names:
             _check_trainer(trainer, name)
@@ -105,9 +116,19 @@ class TRLAdapter:
                               "another one.")
         self.trainer = trainer
         base_seed = trainer.args.seed if seed is None else seed
-        self.policies: dict[str, MetaPolicy] = {
-            name: meta_policy(k, updater, values, base_seed + i, **options)
-            for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
+        if combine == "product" and len(knobs) > 1:
+            product = ProductKnob(*(make_knob(k) for k in knobs))
+            _check_product_fits(trainer, product)
+            self.policies: dict[str, MetaPolicy] = {product.name: meta_policy(product, updater, None, base_seed,
+                                                                              **options)}
+        else:
+            self.policies = {name: meta_policy(k, updater, values, base_seed + i, **options)
+                             for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
+        # Every adapted knob by its backend name (a product's components): what is applied, evaluated, logged.
+        self._knobs: dict[str, Knob] = {}
+        for policy in self.policies.values():
+            parts = policy.knob.knobs if isinstance(policy.knob, ProductKnob) else (policy.knob,)
+            self._knobs.update({part.name: part for part in parts})
         self.knob_names = tuple(names)
         self.knob_name = names[0] if len(names) == 1 else "+".join(names)
         self.likelihoods = _check_likelihoods(trainer, likelihoods)
@@ -125,7 +146,7 @@ class TRLAdapter:
             if unknown:
                 raise ConfigError(f"eval_value names {sorted(unknown)}, which are not adapted {names}.")
             for name, v in given.items():
-                self._eval[name] = self.policies[name].knob.check_value(v)
+                self._eval[name] = self._knobs[name].check_value(v)
         self.history: list[dict[str, Any]] = []
         self.unscored_rows = 0  # rows dropped because the value that sampled them gave them likelihood 0
         # wall time of each meta-update, likelihood capture during generate included (the adapter's overhead)
@@ -226,6 +247,8 @@ class TRLAdapter:
         active = [(name, used[name]) for name in TRUNCATION_OFF if not _is_off(name, used[name])]
         for policy in self.policies.values():
             knob = policy.knob
+            if isinstance(knob, ProductKnob):
+                continue  # each candidate fixes every setting the batch varies: nothing to condition on
             if isinstance(knob, Temperature):
                 knob.truncation = active[0] if active else None
             else:
@@ -253,7 +276,10 @@ class TRLAdapter:
         if not trainer.model.training:  # evaluation: the user's settings, no meta-update
             self.apply(self._eval)
             return original(inputs)
-        self._current = {name: self._draw(policy) for name, policy in self.policies.items()}
+        self._current = {}
+        for policy in self.policies.values():  # a product's draw sets both of its knobs
+            self._current.update({name: _normalise(name, v)
+                                  for name, v in policy.knob.components(self._draw(policy)).items()})
         self.apply(self._current)
         self._condition()  # before generating: the capture scores the candidates during generate
         self.history.append({"step": trainer.state.global_step, "value": self.value})
@@ -343,8 +369,8 @@ class TRLAdapter:
             raise StateError(f"{path} is not a metahp TRL adapter state; delete it or resume without it.")
         if "policies" in state:
             saved = state["policies"]
-        elif len(self.policies) == 1:
-            saved = {self.knob_names[0]: state["policy"]}
+        elif len(self.policies) == 1:  # the policy's own state names its knob and grid: load_state_dict checks them
+            saved = {next(iter(self.policies)): state["policy"]}
         else:
             saved = {"(one knob)": state["policy"]}
         if set(saved) != set(self.policies):
@@ -359,6 +385,7 @@ class TRLAdapter:
 
     # -- the meta-update ----------------------------------------------------------------------------------
     def _draw(self, policy: MetaPolicy):
+        """The policy's next candidate (a tuple for a product), checked to be the same on every rank."""
         value = policy.sample()
         accelerator = self.trainer.accelerator
         if accelerator.num_processes > 1:  # every rank draws from the same stream; check that they agree
@@ -370,7 +397,7 @@ class TRLAdapter:
                 raise StateError(f"rank {accelerator.process_index} drew {policy.knob.name}={value} but rank 0 drew "
                                  f"{box[0]}: the meta-policies diverged across ranks (different seeds or a state "
                                  f"loaded on some ranks only).")
-        return _normalise(policy.knob.name, value)
+        return value
 
     def _meta_update(self, output: dict) -> dict[str, float]:
         trainer = self.trainer
@@ -398,7 +425,7 @@ class TRLAdapter:
                 # The value that sampled a row gives it a finite likelihood, up to float differences between the
                 # sampler's arithmetic and ours at a truncation boundary (GPU kernels, vLLM): such rows carry no
                 # reliable evidence and are left out (counted in .unscored_rows).
-                value = self._current[name]
+                value = self._policy_value(policy)
                 used = columns[:, policy.knob.values.index(value)] if value in policy.knob.values else None
                 unscored = informative & torch.isneginf(used) if used is not None else torch.zeros_like(informative)
                 if unscored.any():
@@ -409,6 +436,13 @@ class TRLAdapter:
                 m = name_metrics(m, name)
             metrics.update(m)
         return metrics
+
+    def _policy_value(self, policy: MetaPolicy):
+        """The candidate of ``policy`` that this batch used: a value, or a tuple of values for a product."""
+        knob = policy.knob
+        if isinstance(knob, ProductKnob):
+            return tuple(self._current[part.name] for part in knob.knobs)
+        return self._current[knob.name]
 
     def _warn_unscored(self, name: str, count: int) -> None:
         if self.unscored_rows == 0:
@@ -487,6 +521,19 @@ def _config_value(trainer, name: str):
 
 def _check_knobs(names: list[str], values) -> None:
     check_knob_names(names, SUPPORTED_KNOBS, values, "metahp's TRL adapter")
+
+
+def _check_product_fits(trainer, product: ProductKnob) -> None:
+    """The product's candidates are scored on one generation batch (all ranks' completions, gathered): with more
+    candidates than completions, most candidates get no evidence from any batch."""
+    args = trainer.args
+    batch = args.generation_batch_size
+    if len(product) > batch:
+        sizes = " x ".join(str(len(k)) for k in product.knobs)
+        raise ConfigError(f"the product grid {product.name} has {sizes} = {len(product)} candidates, more than the "
+                          f"{batch} completions of a generation batch (GRPOConfig.generation_batch_size = "
+                          f"per_device_train_batch_size x processes x steps_per_generation); use combine='factored', "
+                          f"smaller grids, or a larger generation batch.")
 
 
 def _check_truncations(trainer, names: list[str]) -> None:

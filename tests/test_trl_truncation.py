@@ -20,7 +20,7 @@ pytest.importorskip("trl")
 
 import metahp  # noqa: E402
 from metahp.errors import ConfigError  # noqa: E402
-from metahp.knobs import MinP, Temperature, TopK, TopP  # noqa: E402
+from metahp.knobs import MinP, ProductKnob, Temperature, TopK, TopP  # noqa: E402
 from metahp.policy import meta_policy  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("trl_tiny", Path(__file__).with_name("trl_tiny.py"))
@@ -279,6 +279,89 @@ def test_factored_pair_logs_checkpoints_and_resumes_exactly(tmp_path):
     single = metahp.adapt(trl_tiny.grpo_trainer(tmp_path / "single"), knob="top_p")
     with pytest.raises(metahp.errors.StateError, match="adapts knobs"):
         single.load(str(tmp_path / "full" / "checkpoint-2"))
+
+
+# -- temperature and top_p together (product grid) ---------------------------------------------------------------
+def product_pair():
+    return (Temperature([0.5, 1.0, 2.0]), TopP([0.5, 1.0]))  # 6 candidates: fits a generation batch of 8
+
+
+def test_product_grid_samples_each_pair_and_scores_it(tmp_path):
+    trainer = trl_tiny.grpo_trainer(tmp_path, per_device_train_batch_size=8, max_completion_length=10, beta=0.1)
+    adapter = metahp.adapt(trainer, knob=product_pair(), combine="product", seed=5, **MOVING)
+    # one meta-policy over the 6 pairs, seeded like metahp.meta_policy over the same ProductKnob
+    assert list(adapter.policies) == ["temperature+top_p"] and isinstance(adapter.policy.knob, ProductKnob)
+    assert adapter.policy.state_dict() == meta_policy(ProductKnob(*product_pair()), seed=5, **MOVING).state_dict()
+    used = spy_updates(adapter.policy)
+    seen = []
+    spy_generate(trainer.model, seen, ["temperature", "top_p"])
+    batch = first_batch(trainer)
+    trainer.model.train()
+    for step in range(10):
+        if step >= 4 and len({tuple(h["value"].values()) for h in adapter.history}) > 2:
+            break
+        out = trainer._generate_and_score_completions(batch)
+        t, p = adapter.value["temperature"], adapter.value["top_p"]
+        assert adapter.history[-1]["value"] == {"temperature": t, "top_p": p}
+        assert (seen[-1]["temperature"], seen[-1]["top_p"]) == (t, p)  # sampled with the drawn pair
+        copies = adapter.applied_values()
+        assert {v for k, v in copies.items() if "top_p" in k} == {p}
+        assert {v for k, v in copies.items() if "temperature" in k} == {t}  # fused heads of policy and reference
+        # every pair (T, c) scored as the sampler applies it: c after T, on the model's raw logits
+        assert_scored_like(ProductKnob(*product_pair()), full_logits(trainer.model, out), out, used[step])
+    values = [h["value"] for h in adapter.history]
+    assert len({tuple(v.values()) for v in values}) > 2
+    metrics = trainer._metrics["train"]
+    assert metrics["metahp/temperature"] == [v["temperature"] for v in values]
+    assert metrics["metahp/top_p"] == [v["top_p"] for v in values]
+    for key in ("metahp/prob/temperature=0.5,top_p=0.5", "metahp/advantage/temperature=2,top_p=1"):
+        assert len(metrics[key]) == len(values)
+    assert not any(k.startswith(("metahp/prob/0", "metahp/prob/top_p=")) for k in metrics)
+
+
+def test_product_grid_logs_checkpoints_and_resumes_exactly(tmp_path):
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2, per_device_train_batch_size=8)
+    full = trl_tiny.grpo_trainer(tmp_path / "full", **settings)
+    full_adapter = metahp.adapt(full, knob=product_pair(), combine="product", **MOVING)
+    full.train()
+    logged = [log for log in full.state.log_history if "metahp/top_p" in log]
+    assert [(log["metahp/temperature"], log["metahp/top_p"]) for log in logged] == [
+        (h["value"]["temperature"], h["value"]["top_p"]) for h in full_adapter.history]
+    assert all("metahp/prob/temperature=2,top_p=0.5" in log for log in logged)
+    saved = json.loads((tmp_path / "full" / "checkpoint-2" / "metahp_state.json").read_text())
+    assert saved["policy"]["knob"] == "temperature+top_p" and saved["history"] == full_adapter.history[:2]
+
+    resumed = trl_tiny.grpo_trainer(tmp_path / "resumed", **settings)
+    resumed_adapter = metahp.adapt(resumed, knob=product_pair(), combine="product", **MOVING, seed=999)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))  # only the state can match
+    assert resumed_adapter.history == full_adapter.history
+    assert resumed_adapter.policy.state_dict() == full_adapter.policy.state_dict()
+    # the factored pair and a single knob refuse the product's state
+    factored = metahp.adapt(trl_tiny.grpo_trainer(tmp_path / "factored"), knob=product_pair())
+    with pytest.raises(metahp.errors.StateError, match="adapts knobs"):
+        factored.load(str(tmp_path / "full" / "checkpoint-2"))
+    single = metahp.adapt(trl_tiny.grpo_trainer(tmp_path / "single"), knob="top_p")
+    with pytest.raises(metahp.errors.StateError, match="knob"):
+        single.load(str(tmp_path / "full" / "checkpoint-2"))
+
+
+def test_product_grid_misconfigurations_are_refused(tmp_path):
+    trainer = trl_tiny.grpo_trainer(tmp_path)  # a generation batch of 4 completions
+    with pytest.raises(ConfigError, match=r"3 x 2 = 6 candidates, more than the 4 completions of a generation "
+                                          r"batch .* use combine='factored', smaller grids, or a larger"):
+        metahp.adapt(trainer, knob=product_pair(), combine="product")
+    with pytest.raises(ConfigError, match="combine='both'.*'factored'.*'product'"):
+        metahp.adapt(trainer, knob=product_pair(), combine="both")
+    with pytest.raises(ConfigError, match="together is not supported"):
+        metahp.adapt(trainer, knob=("top_p", "top_k"), combine="product")
+    adapter = metahp.adapt(trainer, knob=(Temperature([0.5, 1.0]), TopP([0.5, 1.0])), combine="product",
+                           eval_value={"top_p": 0.9})
+    assert adapter.eval_value == {"temperature": 1.0, "top_p": 0.9}
+    assert adapter.value == {"temperature": 1.0, "top_p": 1.0}  # the config's values until the first draw
+    with pytest.raises(ConfigError, match=r"top_p: candidate 1.5 is outside"):
+        adapter.detach()
+        metahp.adapt(trainer, knob=(Temperature([0.5, 1.0]), TopP([0.5, 1.0])), combine="product",
+                     eval_value={"top_p": 1.5})
 
 
 # -- misconfiguration gets a clear error ---------------------------------------------------------------------
