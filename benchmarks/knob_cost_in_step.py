@@ -1,6 +1,7 @@
 """Each knob's likelihood cost as a share of a reference-trainer GRPO step, on a real model's logits.
 
-    .venv/bin/python benchmarks/knob_cost_in_step.py                 # SmolLM2-135M-Instruct (V = 49152)
+    .venv/bin/python benchmarks/knob_cost_in_step.py --threads 1     # SmolLM2-135M-Instruct (V = 49152);
+                                                                     # the committed results (a shared 2-core box)
     .venv/bin/python benchmarks/knob_cost_in_step.py --model tiny    # the tiny char-level Qwen2
     .venv/bin/python benchmarks/knob_cost_in_step.py --smoke         # seconds; run by the test suite
 
