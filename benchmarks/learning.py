@@ -254,10 +254,36 @@ def summarize(runs: list[dict]) -> dict:
             entry["temperature"][s] = {"mean": float(np.mean([x.mean() for x in series])),
                                        "last_fifth": float(np.mean([x.mean() for x in tail])),
                                        "last_fifth_seeds": [float(x.mean()) for x in tail]}
+        entry["reward_by_phase"] = reward_by_phase({s: by_strategy[s] for s in order})
+        instructions = sorted({k for s in by_strategy.values() for r in s.values()
+                               for k in r["after"].get("greedy_by_instruction", {})})
+        if instructions:  # tasks that mix instructions: which skill each strategy learned
+            entry["greedy_by_instruction"] = {
+                s: {k: dict(zip(("mean", "lo", "hi"), mean_ci([r["after"]["greedy_by_instruction"][k]
+                                                               for r in by_strategy[s].values()]), strict=True))
+                    for k in instructions} for s in order}
         fixed_means = [entry["greedy_accuracy"]["stats"][s]["mean"] for s in order if s.startswith("fixed_")]
         entry["fixed_spread"] = float(max(fixed_means) - min(fixed_means)) if fixed_means else float("nan")
         summary[task] = entry
     return summary
+
+
+PHASES = 5
+
+
+def reward_by_phase(by_strategy: dict[str, dict[int, dict]], phases: int = PHASES) -> dict:
+    """Training reward (at the sampled temperature) in each fifth of the run: mean [95% CI] over seeds per strategy,
+    and which fixed temperature leads each phase. A leader that changes between phases is a moving optimum: no
+    single fixed temperature collects the most reward throughout."""
+    out: dict = {"phases": phases, "stats": {}}
+    for s, runs in by_strategy.items():
+        per_seed = [np.array_split(np.asarray(r["series"]["reward"], dtype=float), phases) for r in runs.values()]
+        out["stats"][s] = [dict(zip(("mean", "lo", "hi"), mean_ci([float(x[i].mean()) for x in per_seed]),
+                                    strict=True)) for i in range(phases)]
+    fixed = [s for s in by_strategy if STRATEGIES.get(s, ("",))[0] == "fixed"]
+    out["fixed_leader"] = [max(fixed, key=lambda s: out["stats"][s][i]["mean"]) if fixed else None
+                           for i in range(phases)]
+    return out
 
 
 def _fmt(st: dict) -> str:
@@ -316,6 +342,27 @@ def format_report(summary: dict, warm: dict | None = None) -> str:
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
             mean_rank.setdefault(s, []).append(acc["stats"][s]["rank"])
         lines.append("")
+        phases = entry.get("reward_by_phase")
+        if phases:
+            n = phases["phases"]
+            leaders = ", ".join(f"{i + 1}: {lead}" for i, lead in enumerate(phases["fixed_leader"]))
+            lines += [f"Training reward (at the sampled temperature) in each of {n} equal phases of the run, mean "
+                      f"[95% CI] over seeds; **bold** = the fixed temperature that leads the phase "
+                      f"(leaders by phase: {leaders}):", "",
+                      "| strategy | " + " | ".join(f"phase {i + 1}" for i in range(n)) + " |", "|---" * (n + 1) + "|"]
+            for s in entry["strategies"]:
+                cells = [(f"**{_fmt(st)}**" if phases["fixed_leader"][i] == s else _fmt(st))
+                         for i, st in enumerate(phases["stats"][s])]
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            lines.append("")
+        by_instruction = entry.get("greedy_by_instruction")
+        if by_instruction:
+            kinds = list(next(iter(by_instruction.values())))
+            lines += ["Held-out greedy accuracy per instruction, mean [95% CI]:", "",
+                      "| strategy | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+            for s in entry["strategies"]:
+                lines.append(f"| {s} | " + " | ".join(_fmt(by_instruction[s][k]) for k in kinds) + " |")
+            lines.append("")
         if "temperature" in entry:
             shown = [s for s in entry["strategies"] if STRATEGIES.get(s, ("",))[0] in ("entropy", "metahp")]
             if shown:
@@ -445,6 +492,46 @@ def plot_temperatures(runs: list[dict], path: Path) -> Path:
     return path
 
 
+def plot_reward_curves(runs: list[dict], path: Path) -> Path:
+    """Per task: training reward over the run (mean over seeds, moving mean) for every fixed temperature, the
+    schedules and the adaptive strategies: where the fixed-temperature curves cross, the best temperature moved."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(13, 4.2 * len(tasks)), squeeze=False, sharey="row",
+                             layout="constrained")
+    fixed = [s for s in STRATEGIES if STRATEGIES[s][0] == "fixed"]
+    others = [s for s in STRATEGIES if STRATEGIES[s][0] != "fixed"]
+    cool_to_hot = plt.get_cmap("coolwarm")
+    tab = plt.get_cmap("tab10")
+    for row, task in zip(axes, tasks, strict=True):
+        for panel, (ax, names) in enumerate(zip(row, (fixed, others), strict=True)):
+            for i, s in enumerate(names):
+                series = [r["series"]["reward"] for r in runs if r["task"] == task and r["strategy"] == s]
+                if not series:
+                    continue
+                steps = min(len(x) for x in series)
+                mean = np.mean([x[:steps] for x in series], axis=0)
+                window = max(1, steps // 15)
+                smooth = np.convolve(mean, np.ones(window) / window, mode="valid")
+                if panel == 0:
+                    colour, style = cool_to_hot(i / max(1, len(names) - 1)), "-"
+                else:
+                    colour, style = tab(i % 10), "--" if STRATEGIES[s][0] == "schedule" else "-"
+                ax.plot(np.arange(window, steps + 1), smooth, style, color=colour, label=s, lw=1.3)
+            ax.set_title(f"{task}: " + ("fixed temperatures" if panel == 0 else "schedules and adaptive"))
+            ax.set_xlabel("GRPO step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+        row[0].set_ylabel("training reward (mean over seeds, moving mean)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def report(out: Path) -> dict:
     runs = load_runs(out)
     if not runs:
@@ -463,7 +550,7 @@ def report(out: Path) -> dict:
     write_json(out / "summary.json", {"summary": summary, "warm_before": warm,
                                       "runs": len(runs), "wall_s_total": sum(r["train_s"] + r["eval_s"] for r in runs)})
     figures = [plot_accuracy(summary, out / "accuracy.png"), plot_paired(summary, out / "paired.png"),
-               plot_temperatures(runs, out / "temperature.png")]
+               plot_temperatures(runs, out / "temperature.png"), plot_reward_curves(runs, out / "reward.png")]
     print(text)
     print(f"\nreport: {out / 'report.md'}; figures: {', '.join(map(str, figures))}")
     return summary

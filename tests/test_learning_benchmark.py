@@ -69,6 +69,20 @@ def test_summarize_picks_best_fixed_and_pairs_by_seed(learning):
     assert "| tampo |" in text and "(best fixed)" in text
 
 
+def test_reward_by_phase_finds_a_moving_leader(learning):
+    """Hot leads the first half, cool the second: the phase table must name a different fixed leader per half."""
+    def run(seed, first, second):
+        return {"series": {"reward": [first + 0.01 * seed] * 10 + [second + 0.01 * seed] * 10}}
+
+    by_strategy = {"fixed_0.6": {s: run(s, 0.1, 0.9) for s in range(3)},
+                   "fixed_1.5": {s: run(s, 0.5, 0.6) for s in range(3)},
+                   "tampo": {s: run(s, 0.5, 0.9) for s in range(3)}}
+    phases = learning.reward_by_phase(by_strategy, phases=2)
+    assert phases["fixed_leader"] == ["fixed_1.5", "fixed_0.6"]  # adaptive strategies never lead the fixed list
+    assert phases["stats"]["tampo"][1]["mean"] == pytest.approx(0.91)
+    assert phases["stats"]["fixed_0.6"][0]["lo"] < 0.11 < phases["stats"]["fixed_0.6"][0]["hi"]
+
+
 def test_linear_schedule_endpoints_and_state():
     sched = LinearSchedule(0.9, 1.5, steps=4)
     seen = []
