@@ -49,7 +49,7 @@ def test_paired_diff_uses_common_seeds_only(learning):
 def _run(task, strategy, seed, acc, auc, k=8):
     return {"task": task, "strategy": strategy, "seed": seed, "steps": 10, "k": k, "reward_auc": auc,
             "after": {"greedy_accuracy": acc, f"pass@{k}": acc + 0.1, "pass@1": acc},
-            "series": {"temperature": [1.0] * 10}, "train_s": 1.0, "eval_s": 0.1}
+            "series": {"temperature": [1.0] * 10, "reward": [auc] * 10}, "train_s": 1.0, "eval_s": 0.1}
 
 
 def test_summarize_picks_best_fixed_and_pairs_by_seed(learning):
