@@ -11,7 +11,7 @@ the peak of memory held at once, compared with the size of the logits. A [B, L, 
 peak of K x the logits; the implementation keeps one [tokens, V] buffer per chunk instead.
 
 Part 2 runs the reference GRPO trainer (tiny warm-started model on addition, one torch thread) with
-``metahp.adapt(trainer, values=...)`` for K = 5, 10, 20 and reports the meta-update's share of the step time.
+``metahp.adapt(trainer, updater="tampo", values=...)`` for K = 5, 10, 20 and reports the meta-update's share of the step time.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def trainer_share(candidates, steps: int, warm: dict, prompts: int, generations:
         model, tokenizer, _ = build_warm_policy(task, seed=0, progress=False, **warm)
         trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=prompts, num_generations=generations,
                               max_completion_tokens=task.max_completion_chars + 1, seed=0)
-        metahp.adapt(trainer, values=grid(k))
+        metahp.adapt(trainer, updater="tampo", values=grid(k))
         history = trainer.train(steps + 2, progress=False)[2:]  # first two steps: allocator and cache warm-up
         meta = sum(m["time/meta_update"] for m in history)
         total = sum(m["time/generation"] + m["time/policy_update"] + m["time/meta_update"] for m in history)

@@ -33,7 +33,7 @@ def run(with_metahp: bool, args) -> dict:
             out, model_kwargs={"hidden": args.hidden, "layers": args.layers}, max_steps=args.steps,
             per_device_train_batch_size=args.prompts * args.generations, num_generations=args.generations,
             max_completion_length=args.length, logging_steps=1)
-        adapter = metahp.adapt(trainer, likelihoods=args.likelihoods) if with_metahp else None
+        adapter = metahp.adapt(trainer, updater="tampo", likelihoods=args.likelihoods) if with_metahp else None
         if adapter is not None and args.sample_at is not None:
             # Same sampling temperature as the plain run (completion lengths, hence step times, comparable); the
             # meta-update still scores the whole default grid.

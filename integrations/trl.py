@@ -67,7 +67,7 @@ def supports(trainer) -> bool:
     return any(cls.__name__ == "GRPOTrainer" and cls.__module__.startswith("trl.") for cls in type(trainer).__mro__)
 
 
-def attach(trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
+def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
            likelihoods="auto", combine="factored", **options) -> TRLAdapter:
     """Attach meta-policies over ``knob`` to a ``trl.GRPOTrainer``; see the module docstring.
 
@@ -99,7 +99,7 @@ class TRLAdapter:
     generation (``step`` = trainer.state.global_step).
     """
 
-    def __init__(self, trainer, *, knob="temperature", updater="tampo", values=None, seed=None, eval_value=None,
+    def __init__(self, trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
                  likelihoods="auto", combine="factored", **options):
         _check_trl_version()
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)

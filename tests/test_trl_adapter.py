@@ -28,7 +28,7 @@ _spec.loader.exec_module(trl_tiny)
 
 TOL = 1e-4
 # Sampling from the whole distribution (nucleus_p=1) over three values: the knob changes within a few batches.
-VARIED = dict(values=[0.5, 1.0, 2.0], nucleus_p=1.0)
+VARIED = dict(updater="tampo", values=[0.5, 1.0, 2.0], nucleus_p=1.0)  # a likelihood-scored updater
 
 
 def completion_logps(model, batch, temperature):
@@ -98,7 +98,7 @@ def test_each_generation_samples_and_scores_at_the_new_value(tmp_path):
 
 def test_candidate_likelihoods_equal_the_knobs_on_full_logits(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path, max_completion_length=12)
-    adapter = metahp.adapt(trainer, values=[0.5, 1.0, 2.0], seed=0)
+    adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], seed=0)
     assert adapter.likelihoods == "generate"  # TRL's plain transformers path: captured during generate
     used = []
     update = adapter.policy.update
@@ -205,14 +205,14 @@ def test_apply_reaches_every_copy(tmp_path):
 def test_resume_makes_the_same_choices_as_an_uninterrupted_run(tmp_path):
     settings = dict(max_steps=6, save_strategy="steps", save_steps=3)
     full = trl_tiny.grpo_trainer(tmp_path / "full", **settings)
-    full_adapter = metahp.adapt(full, values=[0.5, 1.0, 2.0])
+    full_adapter = metahp.adapt(full, updater="tampo", values=[0.5, 1.0, 2.0])
     full.train()
     saved = json.loads((tmp_path / "full" / "checkpoint-3" / "metahp_state.json").read_text())
     assert [h["value"] for h in saved["history"]] == [h["value"] for h in full_adapter.history[:3]]
 
     resumed = trl_tiny.grpo_trainer(tmp_path / "resumed", **settings)
     # Another seed: only a restored state (random generator included) can reproduce the choices.
-    resumed_adapter = metahp.adapt(resumed, values=[0.5, 1.0, 2.0], seed=12345)
+    resumed_adapter = metahp.adapt(resumed, updater="tampo", values=[0.5, 1.0, 2.0], seed=12345)
     seen = []
     spy_generate(resumed.model, seen)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))

@@ -143,7 +143,7 @@ def test_generate_samples_with_each_value_and_scores_after_the_temperature(tmp_p
 
 def test_evaluation_uses_the_users_value_and_restores_the_training_one(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path, top_p=0.9, eval_dataset=True, per_device_eval_batch_size=4)
-    adapter = metahp.adapt(trainer, knob="top_p", values=[0.5, 0.8], seed=0)
+    adapter = metahp.adapt(trainer, knob="top_p", updater="tampo", values=[0.5, 0.8], seed=0)
     assert adapter.eval_value == 0.9
     seen = []
     spy_generate(trainer.model, seen, ["top_p"])
@@ -406,7 +406,7 @@ def test_a_real_config_with_two_truncations_is_refused(tmp_path):
 
 def test_temperature_alone_is_scored_with_the_configured_truncation(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path, top_p=0.8, max_completion_length=10)
-    adapter = metahp.adapt(trainer, values=[0.5, 1.0, 2.0], seed=0)
+    adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], seed=0)
     used = spy_updates(adapter.policy)
     trainer.model.train()
     out = trainer._generate_and_score_completions(first_batch(trainer))

@@ -25,7 +25,7 @@ def main(out_dir: str, likelihoods: str) -> None:
 
     torch.set_num_threads(1)
     trainer = trl_tiny.grpo_trainer(out_dir, max_steps=3)
-    adapter = metahp.adapt(trainer, values=[0.5, 1.0, 2.0], nucleus_p=1.0, likelihoods=likelihoods)
+    adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], nucleus_p=1.0, likelihoods=likelihoods)
     updates = []
     update = adapter.policy.update
 

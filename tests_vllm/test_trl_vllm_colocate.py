@@ -96,7 +96,7 @@ def run(tmp_path_factory):
     trainer = GRPOTrainer(model=path, reward_funcs=trl_tiny.digit_reward, args=args,
                           train_dataset=Dataset.from_dict({"prompt": trl_tiny.PROMPTS}), processing_class=tok)
     assert trainer.use_vllm and trainer.vllm_generation.mode == "colocate"
-    adapter = metahp.adapt(trainer, knob="temperature")
+    adapter = metahp.adapt(trainer, knob="temperature", updater="tampo")
     cpu_weight_sync(trainer.vllm_generation)
 
     calls = []  # per LLM.generate call: the SamplingParams vLLM got, and the value metahp had applied
