@@ -11,7 +11,8 @@ the peak of memory held at once, compared with the size of the logits. A [B, L, 
 peak of K x the logits; the implementation keeps one [tokens, V] buffer per chunk instead.
 
 Part 2 runs the reference GRPO trainer (tiny warm-started model on addition, one torch thread) with
-``metahp.adapt(trainer, updater="tampo", values=...)`` for K = 5, 10, 20 and reports the meta-update's share of the step time.
+``metahp.adapt(trainer, updater="tampo", values=...)`` for K = 5, 10, 20 and reports the meta-update's share of
+the step time.
 """
 
 from __future__ import annotations
