@@ -275,6 +275,8 @@ def reward_by_phase(by_strategy: dict[str, dict[int, dict]], phases: int = PHASE
     """Training reward (at the sampled temperature) in each fifth of the run: mean [95% CI] over seeds per strategy,
     and which fixed temperature leads each phase. A leader that changes between phases is a moving optimum: no
     single fixed temperature collects the most reward throughout."""
+    shortest = min(len(r["series"]["reward"]) for runs in by_strategy.values() for r in runs.values())
+    phases = max(1, min(phases, shortest))  # a smoke run of 3 steps has 3 phases, not 5 with empty ones
     out: dict = {"phases": phases, "stats": {}}
     for s, runs in by_strategy.items():
         per_seed = [np.array_split(np.asarray(r["series"]["reward"], dtype=float), phases) for r in runs.values()]
