@@ -1,25 +1,26 @@
 """A task whose best sampling temperature moves during training: a common skill and a rare one.
 
-Half the prompts ask to reverse a string (``"rev:abcde="`` -> ``"edcba"``), half to reverse it and sign it with
-an ``s`` (``"revs:abcde="`` -> ``"edcbas"``). The verifier is exact for both. What makes the task special is the
-warm start: its demonstrations leave the ``s`` off except a fraction ``rare`` of the time (0.005 by default). A
-warm-started policy therefore reverses as well as it can and signs only with probability about ``rare``, the way
-an LLM starts RL with a skill that was rare in its pre-training data. The two skills share everything but that
-last token, so finding the rare one is one decision, not a new algorithm.
+Half the prompts ask to reverse a string of ``difficulty`` letters (``"rev:abcdefg="`` -> ``"gfedcba"``), half to
+reverse a 2-letter string and sign it with an ``s`` (``"revs:ab="`` -> ``"bas"``). The verifier is exact for
+both. What makes the task special is the warm start: its demonstrations leave the ``s`` off except a fraction
+``rare`` of the time (0.005 by default), so GRPO starts with a skill the policy has only at low probability, the
+way an LLM starts RL with a skill that was rare in its pre-training data (measured after the default warm start:
+p(s | correct reversal) = 0.001-0.002 at T = 1). The rare skill is one token on a short string, so finding it is
+one decision, not a new algorithm.
 
-Why the best temperature moves. Sampling at temperature T turns the signature's probability ``r`` into
+Why the best temperature moves. Sampling at temperature T turns a token probability ``r`` into
 
     r_T = r^(1/T) / (r^(1/T) + (1 - r)^(1/T)),
 
-so with r = 0.05 a group of G = 8 completions contains a signature about 1 - (1 - r_T)^8 of the time: 6% at T = 0.6,
-34% at T = 1.0 and 65% at T = 1.5. GRPO only learns from a group that mixes successes and failures, so early on
-hot sampling finds and reinforces the rare skill far faster. Once the signature is learned, hot sampling only adds
-errors to the five-letter reversals (on plain ``reverse``, T = 1.5 ends far below T <= 1.0), so cool sampling wins
-late. No fixed temperature is best throughout: see docs/benchmarks.md for the measured sweep.
+and GRPO learns only from groups that mix successes and failures, so hot sampling finds the signature far sooner
+(with r = 0.002, r_T is 3e-5 at T = 0.6 and 0.016 at T = 1.5). But hot sampling also breaks the long reversals,
+so until the signature is found cold sampling collects more reward. Measured (docs/benchmarks.md, 5 seeds,
+250 steps): the fixed temperature with the most training reward goes 0.6 -> 0.8 -> 1.0 -> 1.0 -> 1.5 over the
+five fifths of the run, and the signature was learned on 0 of 5 seeds at T <= 0.8 and on 3 of 5 at T = 1.5.
 
-Difficulty = the string length (default 5). ``rare = 1.0`` gives a plain two-instruction task.
+Difficulty = the length of the reversed strings (default 7). ``rare = 1.0`` gives a plain two-instruction task.
 
-Example: ``RareSkill(difficulty=5).sample_prompts(2, rng=0)``; ``task.instruction(problem)`` is ``"rev"`` or
+Example: ``RareSkill(difficulty=7).sample_prompts(2, rng=0)``; ``task.instruction(problem)`` is ``"rev"`` or
 ``"revs"``.
 """
 
