@@ -456,6 +456,17 @@ def plot_paired(summary: dict, path: Path, metric: str = "greedy_accuracy") -> P
     return path
 
 
+def _smoothed_mean(runs: list[dict], task: str, strategy: str, key: str, parts: int):
+    """(steps, values): a series averaged over seeds, then a moving mean over 1/parts of the run; None if absent."""
+    series = [r["series"][key] for r in runs if r["task"] == task and r["strategy"] == strategy]
+    if not series:
+        return None
+    steps = min(len(x) for x in series)
+    mean = np.mean([x[:steps] for x in series], axis=0)
+    window = max(1, steps // parts)
+    return np.arange(window, steps + 1), np.convolve(mean, np.ones(window) / window, mode="valid")
+
+
 def plot_temperatures(runs: list[dict], path: Path) -> Path:
     """Per task: temperature used (mean over seeds, moving mean) for the adaptive strategies and the schedules."""
     import matplotlib
@@ -474,15 +485,11 @@ def plot_temperatures(runs: list[dict], path: Path) -> Path:
         ax.set_visible(False)
     for ax, task in zip(axes.flat, tasks, strict=False):  # a spare panel when the count is odd
         for i, s in enumerate(shown):
-            series = [r["series"]["temperature"] for r in runs if r["task"] == task and r["strategy"] == s]
-            if not series:
+            curve = _smoothed_mean(runs, task, s, "temperature", parts=20)
+            if curve is None:
                 continue
-            steps = min(len(x) for x in series)
-            mean = np.mean([x[:steps] for x in series], axis=0)
-            window = max(1, steps // 20)
-            smooth = np.convolve(mean, np.ones(window) / window, mode="valid")
             style = "--" if STRATEGIES[s][0] == "schedule" else "-"
-            ax.plot(np.arange(window, steps + 1), smooth, style, color=cmap(i % 10), label=s, lw=1.3)
+            ax.plot(*curve, style, color=cmap(i % 10), label=s, lw=1.3)
         ax.set_title(f"{task}: temperature used")
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
@@ -512,18 +519,14 @@ def plot_reward_curves(runs: list[dict], path: Path) -> Path:
     for row, task in zip(axes, tasks, strict=True):
         for panel, (ax, names) in enumerate(zip(row, (fixed, others), strict=True)):
             for i, s in enumerate(names):
-                series = [r["series"]["reward"] for r in runs if r["task"] == task and r["strategy"] == s]
-                if not series:
+                curve = _smoothed_mean(runs, task, s, "reward", parts=15)
+                if curve is None:
                     continue
-                steps = min(len(x) for x in series)
-                mean = np.mean([x[:steps] for x in series], axis=0)
-                window = max(1, steps // 15)
-                smooth = np.convolve(mean, np.ones(window) / window, mode="valid")
                 if panel == 0:
                     colour, style = cool_to_hot(i / max(1, len(names) - 1)), "-"
                 else:
                     colour, style = tab(i % 10), "--" if STRATEGIES[s][0] == "schedule" else "-"
-                ax.plot(np.arange(window, steps + 1), smooth, style, color=colour, label=s, lw=1.3)
+                ax.plot(*curve, style, color=colour, label=s, lw=1.3)
             ax.set_title(f"{task}: " + ("fixed temperatures" if panel == 0 else "schedules and adaptive"))
             ax.set_xlabel("GRPO step")
             ax.grid(alpha=0.3)
