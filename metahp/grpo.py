@@ -212,8 +212,11 @@ class GRPOTrainer:
         mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
         # Same positions as generate used with left padding.
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        return self.sampling_logprobs(logits[:, rollout.prompt_ids.shape[1] - 1 : -1], rollout)
+        # Only the positions that predict completion tokens go through the LM head: on a real vocabulary
+        # (SmolLM2, V = 49k) the full [B, prompt + completion, V] logits and their backward took half the update.
+        keep = rollout.completion_ids.shape[1] + 1
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        return self.sampling_logprobs(logits[:, :-1], rollout)
 
     def loss(self, new_logp, old_logp, ref_logp, advantages, mask) -> torch.Tensor:
         """Clipped policy-ratio loss averaged over completion tokens, plus beta * k3 KL to the reference."""

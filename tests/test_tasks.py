@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metahp.errors import ConfigError, InputError
-from metahp.tasks import TASKS, Countdown, Problem, RareSkill, env_id, make_env, make_task, split_of
+from metahp.tasks import TASKS, Countdown, Problem, RareSkill, WordArithmetic, env_id, make_env, make_task, split_of
 from metahp.tasks.countdown import evaluate
+from metahp.tasks.word_arithmetic import EXAMPLE
 
 NAMES = sorted(TASKS)
 
@@ -245,3 +246,41 @@ def test_rare_skill_rejects_a_bad_rare_fraction():
             RareSkill(rare=bad)
     # a different rare fraction is a different warm start, so a different cache key
     assert RareSkill(rare=0.1).spec != RareSkill(rare=0.2).spec
+
+
+def _story_answer(prompt: str) -> int:
+    """Re-derive a word problem's answer from its last line, independently of the generator."""
+    words = prompt.rsplit("\n", 1)[1].replace(".", "").split()
+    first = int(words[2])
+    second = int(next(w for w in words[4:] if w.isdigit()))
+    return first + second if "gets" in words else first - second
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_word_arithmetic_answers_and_ranges(difficulty):
+    task = WordArithmetic(difficulty, seed=0)
+    problems = task.sample_prompts(300, 0)
+    assert {("gets" in p.prompt.rsplit("\n", 1)[1]) for p in problems} == {True, False}  # both operations
+    for p in problems:
+        assert p.prompt.startswith(EXAMPLE) and p.prompt.endswith(" has")
+        assert int(p.answer) == _story_answer(p.prompt) > 0
+        assert len(p.prompt) <= task.max_prompt_chars and set(p.prompt) <= set(task.alphabet)
+    firsts = [int(p.prompt.rsplit("\n", 1)[1].split()[2]) for p in problems]
+    assert max(firsts) < 10**difficulty + 9 and max(firsts) >= 10 ** (difficulty - 1)
+
+
+@pytest.mark.parametrize("completion", [" 7", "7", " 7 cups.", " 7\n\nKim has", "  7, then"])
+def test_word_arithmetic_accepts_the_count_first(completion):
+    assert WordArithmetic().reward(Problem("x", "7"), completion) == 1.0
+
+
+@pytest.mark.parametrize("completion", ["", " seven", " 17", " 71", " 7.5", " -7", " 7th", " has 7", " 07"])
+def test_word_arithmetic_rejects_near_misses(completion):
+    assert WordArithmetic().reward(Problem("x", "7"), completion) == 0.0
+
+
+def test_word_arithmetic_stays_out_of_the_char_vocabulary():
+    from metahp.tasks import ALL_TASKS_ALPHABET
+
+    assert not WordArithmetic.char_level and all(TASKS[n].char_level for n in TASKS if n != "word_arithmetic")
+    assert "N" not in ALL_TASKS_ALPHABET and "N" in WordArithmetic().alphabet

@@ -24,16 +24,18 @@ from metahp.tasks.base import Problem, Task, TextEnv, split_of
 from metahp.tasks.countdown import Countdown
 from metahp.tasks.rare_skill import RareSkill
 from metahp.tasks.strings import Reverse, Sort
+from metahp.tasks.word_arithmetic import WordArithmetic
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort, RareSkill)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort, RareSkill,
+                                                          WordArithmetic)}
 
-# Every character any built-in task can use: a tokenizer over it serves all tasks.
-ALL_TASKS_ALPHABET = "".join(sorted({c for cls in TASKS.values() for c in cls(None).alphabet}))
+# Every character any char-level built-in task can use: a tiny char tokenizer over it serves all those tasks.
+ALL_TASKS_ALPHABET = "".join(sorted({c for cls in TASKS.values() if cls.char_level for c in cls(None).alphabet}))
 
 
 def make_task(name: str | Task, difficulty: int | None = None, seed: int | None = 0) -> Task:
-    """A task from its name (``"addition"``, ``"countdown"``, ``"reverse"``, ``"sort"``, ``"rare_skill"``) or an
-    instance.
+    """A task from its name (``"addition"``, ``"countdown"``, ``"reverse"``, ``"sort"``, ``"rare_skill"``,
+    ``"word_arithmetic"``) or an instance.
 
     ``difficulty=None`` takes the task's default. Example: ``make_task("reverse", difficulty=6)``.
     """
@@ -63,5 +65,5 @@ for _name in TASKS:
 
 __all__ = [
     "ALL_TASKS_ALPHABET", "TASKS", "Addition", "Countdown", "Problem", "RareSkill", "Reverse", "Sort", "Task",
-    "TextEnv", "env_id", "make_env", "make_task", "split_of",
+    "TextEnv", "WordArithmetic", "env_id", "make_env", "make_task", "split_of",
 ]

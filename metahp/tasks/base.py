@@ -81,6 +81,9 @@ class Task(ABC):
     min_difficulty: ClassVar[int] = 1
     max_difficulty: ClassVar[int] = 12
     eval_fraction: ClassVar[float] = 0.2
+    # False for tasks written for a pretrained tokenizer (English prompts): their characters stay out of the
+    # tiny char-level models' shared vocabulary.
+    char_level: ClassVar[bool] = True
 
     alphabet: str
     max_prompt_chars: int
