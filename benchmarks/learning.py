@@ -33,7 +33,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "learning"
-TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill")
+TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill", "word_arithmetic")
 FIXED = (0.6, 0.8, 1.0, 1.2, 1.5)
 UPDATERS = ("tampo", "softmax_gradient", "exp3", "sliding_window_ucb", "thompson")
 # name -> (kind, parameters)
@@ -89,29 +89,54 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _init_worker():
+def _init_worker(threads: int = 1):
     import torch
 
-    torch.set_num_threads(1)  # tiny models: one thread per process is fastest; two processes use both cores
+    torch.set_num_threads(threads)  # tiny models: one thread per process is fastest; two processes use both cores
+
+
+def load_policy(job: dict, task):
+    """The policy a run starts from: the cached warm start of the tiny model, or a pretrained model as it is.
+
+    A pretrained model (``job["model"]``, e.g. ``"smollm2"``) gets no supervised warm start: GRPO starts from what
+    it already knows, as a user's run would."""
+    from metahp.warmstart import build_warm_policy
+
+    if job.get("model", "tiny") == "tiny":
+        return build_warm_policy(task, seed=job["seed"], progress=False, **job.get("warm", {}))
+    from transformers.utils import logging as hf_logging
+
+    from metahp.models import load_model
+
+    hf_logging.disable_progress_bar()  # the GGUF conversion bar, once per run, would bury the runs bar
+    model, tokenizer = load_model(job["model"])
+    return model, tokenizer, {"model": job["model"], "warm_start": None}
+
+
+def trainer_settings(job: dict, task) -> dict:
+    """GRPO settings shared by every run of a job (a pretrained model needs its own learning rate and length)."""
+    settings = {"max_completion_tokens": job.get("max_completion_tokens") or task.max_completion_chars + 1,
+                "seed": job["seed"]}
+    if job.get("learning_rate"):
+        settings["learning_rate"] = job["learning_rate"]
+    return settings
 
 
 def prepare(job: dict) -> dict:
     """Warm start for one (task, seed) (built or read from the cache) and its held-out score before GRPO."""
-    _init_worker()
+    _init_worker(job.get("threads", 1))
     from metahp.grpo import GRPOTrainer
     from metahp.tasks import make_task
-    from metahp.warmstart import build_warm_policy
 
     path = Path(job["out"]) / "warm" / f"{job['task']}__seed{job['seed']}.json"
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
     task = make_task(job["task"], None, job["seed"])
-    model, tokenizer, info = build_warm_policy(task, seed=job["seed"], progress=False, **job.get("warm", {}))
+    model, tokenizer, info = load_policy(job, task)
     warm_s = time.perf_counter() - start
     eval_set = task.sample_prompts(job["eval_problems"], job["seed"] + 1, split="eval")
-    probe = GRPOTrainer(model, tokenizer, task, max_completion_tokens=task.max_completion_chars + 1,
-                        seed=job["seed"])
+    probe = GRPOTrainer(model, tokenizer, task, **trainer_settings(job, task))
     result = {"task": job["task"], "seed": job["seed"], "warm_start": {**info, "seconds": warm_s},
               "before": probe.evaluate(eval_set, k=job["k"])}
     write_json(path, result)
@@ -120,20 +145,19 @@ def prepare(job: dict) -> dict:
 
 def run_one(job: dict) -> dict:
     """One GRPO run of one strategy from the (cached) warm start; writes and returns its JSON record."""
-    _init_worker()
+    _init_worker(job.get("threads", 1))
     import metahp
     from metahp.baselines import EntropyTarget, LinearSchedule
     from metahp.grpo import GRPOTrainer
     from metahp.tasks import make_task
-    from metahp.warmstart import build_warm_policy
 
     task_name, strategy, seed, steps = job["task"], job["strategy"], job["seed"], job["steps"]
     task = make_task(task_name, None, seed)
-    model, tokenizer, info = build_warm_policy(task, seed=seed, progress=False, **job.get("warm", {}))
+    model, tokenizer, info = load_policy(job, task)
     spec = STRATEGIES[strategy]
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=job["prompts_per_step"],
-                          num_generations=job["num_generations"], max_completion_tokens=task.max_completion_chars + 1,
-                          temperature=spec[1] if spec[0] == "fixed" else 1.0, seed=seed)
+                          num_generations=job["num_generations"], temperature=spec[1] if spec[0] == "fixed" else 1.0,
+                          **trainer_settings(job, task))
     if spec[0] == "schedule":
         trainer.attach(LinearSchedule(spec[1], spec[2], steps))
     elif spec[0] == "entropy":
@@ -157,7 +181,8 @@ def run_one(job: dict) -> dict:
     meta = sum(m["time/meta_update"] for m in history)
     total = sum(m["time/generation"] + m["time/policy_update"] + m["time/meta_update"] for m in history)
     record = {
-        "task": task_name, "strategy": strategy, "seed": seed, "steps": steps,
+        "task": task_name, "strategy": strategy, "seed": seed, "steps": steps, "model": job.get("model", "tiny"),
+        "learning_rate": trainer.config.learning_rate, "max_completion_tokens": trainer.config.max_completion_tokens,
         "prompts_per_step": job["prompts_per_step"], "num_generations": job["num_generations"],
         "eval_problems": job["eval_problems"], "k": job["k"], "warm_pass_rate": info.get("pass_rate"),
         "after": after, "reward_auc": float(np.mean([m["reward"] for m in history])),
@@ -190,7 +215,7 @@ def _map(fn, jobs, workers: int, desc: str):
         import multiprocessing as mp
 
         # fork: the parent has imported no torch state worth protecting (it only plans, then reports)
-        with mp.get_context("fork").Pool(workers, initializer=_init_worker, maxtasksperchild=20) as pool:
+        with mp.get_context("fork").Pool(workers, maxtasksperchild=20) as pool:
             for r in pool.imap_unordered(fn, jobs):
                 results.append(r)
                 if isinstance(r, dict) and "greedy_accuracy" in r:
@@ -575,6 +600,12 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-problems", type=int, default=256)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--model", default="tiny", help="'tiny' (warm-started per task and seed) or a pretrained model "
+                   "such as 'smollm2', used as it is")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: GRPOConfig's (tuned for tiny)")
+    p.add_argument("--max-completion-tokens", type=int, default=None,
+                   help="default: the task's longest answer in characters + 1 (one token per character)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--report-only", action="store_true", help="rebuild tables and figures from <out>/runs")
     p.add_argument("--smoke", action="store_true", help="1 task, 2 strategies, 1 seed, 3 steps, tiny eval")
@@ -589,7 +620,8 @@ def main(argv=None) -> dict:
         return report(args.out)
     common = {"out": str(args.out), "steps": args.steps, "prompts_per_step": args.prompts_per_step,
               "num_generations": args.num_generations, "eval_problems": args.eval_problems, "k": args.k,
-              "warm": warm}
+              "warm": warm, "threads": args.threads, "model": args.model, "learning_rate": args.learning_rate,
+              "max_completion_tokens": args.max_completion_tokens}
     pairs = [(t, s) for s in range(args.first_seed, args.first_seed + args.seeds) for t in args.tasks]
     _map(prepare, [{**common, "task": t, "seed": s} for t, s in pairs], args.workers, "warm starts")
     # seed-major order: a run cut short still has every strategy on the first seeds
