@@ -133,6 +133,25 @@ def test_smoke_writes_runs_report_and_figures(learning, tmp_path, monkeypatch):
     assert learning.main(["--report-only", "--out", str(out)]).keys() == {"addition"}
 
 
+def test_pretrained_model_runs_without_a_warm_start(learning, tmp_path, monkeypatch):
+    """--model <folder> (the path SmolLM2 takes): the model is used as saved, with the given learning rate and
+    completion length; nothing is warm-started or cached."""
+    from metahp.models import load_model, save
+
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    model, tokenizer = load_model("tiny", seed=3)
+    save(model, tokenizer, tmp_path / "pretrained")
+    out = tmp_path / "learning"
+    learning.main(["--smoke", "--workers", "1", "--out", str(out), "--model", str(tmp_path / "pretrained"),
+                   "--learning-rate", "3e-5", "--max-completion-tokens", "2"])
+    record = json.loads((out / "runs" / "addition__tampo__seed0.json").read_text())
+    assert record["model"] == str(tmp_path / "pretrained")
+    assert record["learning_rate"] == 3e-5 and record["max_completion_tokens"] == 2
+    warm = json.loads((out / "warm" / "addition__seed0.json").read_text())
+    assert warm["warm_start"]["warm_start"] is None
+    assert not (tmp_path / "cache").exists()  # no warm start was built
+
+
 def test_cost_grid_smoke_no_candidate_sized_allocation(tmp_path, monkeypatch):
     monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
     spec = importlib.util.spec_from_file_location("cost_grid", BENCH / "cost_grid.py")

@@ -139,3 +139,8 @@ def test_smollm2_loads_as_a_plain_model_from_the_installed_package():
         out = model.generate(**enc, do_sample=False, max_new_tokens=4, pad_token_id=tok.pad_token_id)
     text = tok.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in text, text  # the pretrained weights, not a random init
+    # word_arithmetic is written for this tokenizer: prompts and answers survive a round trip, spaces included
+    task = make_task("word_arithmetic")
+    for p in task.sample_prompts(20, 0):
+        s = p.prompt + task.demonstration(p)
+        assert tok.decode(tok(s, add_special_tokens=False).input_ids) == s
