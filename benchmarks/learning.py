@@ -112,7 +112,9 @@ def load_policy(job: dict, task):
 
     from metahp.models import load_model
 
-    hf_logging.disable_progress_bar()  # the GGUF conversion bar, once per run, would bury the runs bar
+    # the "Loading weights" bar, once per run, would bury the runs bar (transformers' GGUF conversion bar is a
+    # plain tqdm that no setting turns off without turning off ours too)
+    hf_logging.disable_progress_bar()
     model, tokenizer = load_model(job["model"])
     return model, tokenizer, {"model": job["model"], "warm_start": None}
 
