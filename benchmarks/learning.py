@@ -358,8 +358,8 @@ def format_report(summary: dict, warm: dict | None = None) -> str:
                   f"(greedy accuracy) {entry['fixed_spread']:.3f}", ""]
         if warm and task in warm:
             before = warm[task]
-            lines += [f"Before GRPO (warm start, mean over seeds): greedy accuracy {before['greedy_accuracy']:.3f}, "
-                      f"pass@k {before['pass@k']:.3f}", ""]
+            lines += [f"Before GRPO (the warm start, or a pretrained model as it is; mean over seeds): greedy accuracy "
+                      f"{before['greedy_accuracy']:.3f}, pass@k {before['pass@k']:.3f}", ""]
         lines += ["| strategy | greedy acc. [95% CI] | rank | vs best fixed (paired) | vs T=1 (paired) "
                   "| pass@k [95% CI] | rank | vs best fixed | reward AUC [95% CI] | rank | vs best fixed |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
