@@ -19,8 +19,8 @@ JSON file to <out>/runs/ (atomically; existing files are skipped, so an interrup
     python benchmarks/learning.py --report-only            # tables and figures from the saved JSON
     # the real-model benchmark (docs/benchmarks.md): SmolLM2-135M-Instruct as it is, no warm start
     python benchmarks/learning.py --model smollm2 --tasks word_arithmetic --strategies fixed_0.6 fixed_1 exp3 \
-        --seeds 3 --first-seed 1 --steps 80 --prompts-per-step 4 --num-generations 4 --eval-problems 64 --k 8 \
-        --learning-rate 1e-5 --max-completion-tokens 5 --workers 2 --out benchmarks/results/smollm2
+        --seeds 5 --first-seed 1 --steps 80 --prompts-per-step 4 --num-generations 4 --eval-problems 64 --k 8 \
+        --learning-rate 1e-5 --max-completion-tokens 5 --workers 2 --threads 1 --out benchmarks/results/smollm2
     python benchmarks/learning.py --smoke --out /tmp/lb     # seconds: 1 task, 2 strategies, 1 seed, 3 steps
 """
 

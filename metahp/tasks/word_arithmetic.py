@@ -12,8 +12,9 @@ every answer is positive). The verifier reads the completion's first token-like 
 be the exact count (``" 4 coins."``, ``"4"`` and ``" 4\\n"`` pass; ``" four"``, ``" 14"``, ``" 4.5"`` and
 ``" -4"`` do not), and what follows it is free, since a pretrained model keeps talking.
 
-Measured with SmolLM2-135M-Instruct (``benchmarks/smollm2.py --probe``): difficulty 1 is hard but not
-hopeless for it (a minority of samples is right at T = 1), difficulty 2 is near 0.
+For SmolLM2-135M-Instruct difficulty 1 is hard but not hopeless: held-out greedy accuracy 0.125 and pass@8
+0.43 before GRPO, 0.38-0.45 after 80 GRPO steps (``benchmarks/results/smollm2``, docs/benchmarks.md). In the
+probe that chose the format, a three-shot version with two-digit first counts scored 0-0.02 at every temperature.
 
 This is the one built-in task written in English for a real tokenizer: it is not char-level, so its letters
 are left out of ``ALL_TASKS_ALPHABET`` (the tiny models' shared vocabulary).
