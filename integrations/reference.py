@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from metahp.errors import ConfigError, StateError
+from metahp.errors import ConfigError
 from metahp.knobs import Knob, ProductKnob, make_knob
 from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
 from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
+from metahp.state import load_policies, require_keys
 
 
 def supports(trainer) -> bool:
@@ -77,15 +78,12 @@ class ReferenceAdapter:
         return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """All or nothing: with several knobs, every policy is checked and loaded or none is."""
         if len(self.policies) == 1:
             self.policy.load_state_dict(state)
             return
-        saved = state.get("policies", {})
-        if set(saved) != set(self.policies):
-            raise StateError(f"the checkpoint adapts knobs {sorted(saved)}, this adapter {sorted(self.policies)}; "
-                             f"attach the same knobs as the saved run.")
-        for name, policy in self.policies.items():
-            policy.load_state_dict(saved[name])
+        require_keys(state, {"policies"}, "adapter state")
+        load_policies(self.policies, state["policies"], "policies")
 
 
 def attach(trainer, *, knob, updater, values, seed, combine="factored", **options) -> ReferenceAdapter:

@@ -35,7 +35,7 @@ TRL recomputes UNtruncated log-probs for its loss (trl issue 6789); metahp does 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import time
@@ -49,6 +49,7 @@ from metahp.knobs import Knob, ProductKnob, make_knob
 from metahp.knobs.temperature import Temperature
 from metahp.policy import MetaPolicy, meta_policy
 from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
+from metahp.state import in_file, load_policies, read_json, require_finite, require_keys, write_json_atomic
 
 from .trl_capture import GenerateCapture, sequence_logprobs
 
@@ -160,6 +161,15 @@ class TRLAdapter:
         self._wrap("_load_optimizer_and_scheduler", self._load_optimizer_and_scheduler)
         trainer._metahp_adapter = self
         self._condition()
+        dropout = _active_dropout(trainer.model)
+        if dropout:
+            warnings.warn(f"metahp: dropout is active while training ({', '.join(dropout)}; GRPOConfig.disable_dropout="
+                          f"{getattr(trainer.args, 'disable_dropout', None)}). TRL samples in train mode, so each "
+                          f"batch's sampling logits carry one dropout mask that no forward pass can reproduce: the "
+                          f"likelihoods captured during generate and the forward path's (eval mode, no dropout) "
+                          f"differ, and neither is the policy the loss trains. For exact likelihoods set "
+                          f"GRPOConfig(disable_dropout=True) and the model config's attention dropout to 0.",
+                          stacklevel=3)
         adapted = [n for n in names if n in TRUNCATION_OFF]
         if adapted and getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_importance_sampling_correction",
                                                                        False):
@@ -339,8 +349,7 @@ class TRLAdapter:
             folder = os.path.join(trainer._get_output_dir(trial=trial),
                                   f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump(self.state_dict(), f)
+            write_json_atomic(os.path.join(folder, STATE_FILE), self.state_dict())  # never half-written
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -357,31 +366,47 @@ class TRLAdapter:
         return out
 
     def load(self, checkpoint: str) -> None:
-        """Restore the meta-policies from ``checkpoint/metahp_state.json`` (done for you on resume)."""
+        """Restore the meta-policies from ``checkpoint/metahp_state.json`` (done for you on resume).
+
+        All or nothing: the whole file is checked first; a truncated or malformed file raises a StateError that
+        names it, and the adapter (policies, values, history) is left as it was."""
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.exists(path):
             warnings.warn(f"{path} not found: the checkpoint was saved without metahp, so the meta-policy starts "
                           f"afresh instead of continuing.", stacklevel=2)
             return
-        with open(path) as f:
-            state = json.load(f)
-        if not isinstance(state, dict) or ("policy" not in state and "policies" not in state):
-            raise StateError(f"{path} is not a metahp TRL adapter state; delete it or resume without it.")
-        if "policies" in state:
-            saved = state["policies"]
-        elif len(self.policies) == 1:  # the policy's own state names its knob and grid: load_state_dict checks them
-            saved = {next(iter(self.policies)): state["policy"]}
-        else:
-            saved = {"(one knob)": state["policy"]}
-        if set(saved) != set(self.policies):
-            raise StateError(f"{path} adapts knobs {sorted(saved)}, this adapter {sorted(self.policies)}; attach "
-                             f"the same knobs as the saved run.")
-        for name, policy in self.policies.items():
-            policy.load_state_dict(saved[name])
-        value = state["value"]
-        self._current = dict(value) if isinstance(value, dict) else {self.knob_names[0]: value}
-        self.history = list(state["history"])
+        state = read_json(path, "metahp TRL adapter state")
+        current, history = in_file(path, lambda: self._check_state(state))
+        saved = state["policies"] if "policies" in state else {next(iter(self.policies)): state["policy"]}
+        in_file(path, lambda: load_policies(self.policies, saved, "policies" if "policies" in state else "policy"))
+        self._current, self.history = current, history
         self.apply(self._current)
+
+    def _check_state(self, state) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The adapter's own fields of a saved state: which policies, the values applied, the history."""
+        if not isinstance(state, dict) or ("policy" not in state and "policies" not in state):
+            raise StateError("not a metahp TRL adapter state; delete it or resume without it.")
+        several = "policies" in state
+        require_keys(state, {"policies" if several else "policy", "value", "history"}, "state")
+        saved = state["policies"] if several else {"(one knob)": None}
+        if several and not isinstance(saved, dict):
+            raise StateError(f"policies must be a mapping of knob name -> policy state, got {type(saved).__name__}.")
+        if (several and set(saved) != set(self.policies)) or (not several and len(self.policies) != 1):
+            raise StateError(f"the state adapts knobs {sorted(saved)}, this adapter {sorted(self.policies)}; attach "
+                             f"the same knobs as the saved run.")
+        value = state["value"]
+        current = dict(value) if isinstance(value, dict) else {self.knob_names[0]: value}
+        if set(current) != set(self.knob_names):
+            raise StateError(f"value={value!r} names knobs {sorted(current)}, this adapter {list(self.knob_names)}.")
+        for name, v in current.items():
+            if v is not None:  # None: the knob was never set (TRL's "not configured")
+                require_finite(v, f"value[{name!r}]")
+                current[name] = _normalise(name, v)
+        history = state["history"]
+        if not isinstance(history, list) or not all(isinstance(h, dict) and {"step", "value"} <= set(h)
+                                                    for h in history):
+            raise StateError("history must be a list of {'step', 'value'} dicts.")
+        return current, list(history)
 
     # -- the meta-update ----------------------------------------------------------------------------------
     def _draw(self, policy: MetaPolicy):
@@ -487,7 +512,11 @@ class TRLAdapter:
             n_chunks = int(accelerator.gather(torch.tensor([n_chunks], device=accelerator.device)).max())
         from trl.models.utils import disable_gradient_checkpointing
 
-        with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
+        # Score in eval mode: the logits that sampled the batch came from generate (eval mode, no dropout); a
+        # train-mode forward would draw a fresh dropout mask and score other logits (GRPOConfig.disable_dropout
+        # is False by default). The trainer's mode is put back afterwards.
+        with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs), \
+                _eval_mode(trainer.model):
             for i in range(n_chunks):
                 chunk = rows[i * per_chunk:(i + 1) * per_chunk]
                 dummy = len(chunk) == 0  # this rank has no rows left but others do
@@ -500,6 +529,31 @@ class TRLAdapter:
                     scored = [k.sequence_logprobs(logits, completion_ids[take], mask[take]) for k in knobs]
                     out[chunk.cpu()] = torch.cat(scored, dim=1).to(out.device)
         return out
+
+
+def _active_dropout(model) -> list[str]:
+    """Where dropout acts in train mode: nn.Dropout modules with p > 0 and config fields such as
+    attention_dropout > 0 (applied functionally inside attention; TRL's disable_dropout does not zero them)."""
+    found = sorted({f"{type(m).__name__}(p={m.p})" for m in model.modules()
+                    if isinstance(m, torch.nn.Dropout) and m.p > 0})
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key, value in sorted(vars(text).items() if text is not None else ()):
+        if key.endswith("dropout") and isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            found.append(f"config.{key}={value}")
+    return found
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """``model.eval()`` for the duration, then the mode of every submodule as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _normalise(name: str, value):

@@ -32,6 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metahp.errors import ConfigError, StateError
 from metahp.several_knobs import TRUNCATION_OFF
+from metahp.state import (
+    check_rng_state,
+    fsync_tree,
+    in_file,
+    read_json,
+    replace_folder,
+    require_int,
+    require_keys,
+    write_json_atomic,
+)
 from metahp.synthetic import group_advantages
 
 
@@ -333,50 +343,136 @@ class GRPOTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Model, tokenizer, optimizer, random states, history and the meta-policy's state: resumes exactly."""
+        """Model, tokenizer, optimizer, random states, history and the meta-policy's state: resumes exactly.
+
+        The checkpoint is written into a temporary folder beside ``path``, fsynced, then moved into place
+        (metahp.state.replace_folder): a crash while saving leaves the previous complete checkpoint, never a mix.
+        """
+        import shutil
+        import tempfile
+
         from transformers.utils import logging as hf_logging
 
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a "Writing model shards" bar per checkpoint would bury ours
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".saving", dir=path.parent))
         try:
-            self.model.save_pretrained(path)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        self.tokenizer.save_pretrained(path)
-        torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "reference": None if self.reference is None else self.reference.state_dict()},
-                   path / "trainer.pt")
-        state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
-                 "python_rng": random.getstate(), "config": self.config.model_dump()}
-        (path / "trainer_state.json").write_text(json.dumps(state))
-        if self.controller is not None:
-            (path / "metahp_state.json").write_text(json.dumps(self.controller.state_dict()))
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # a "Writing model shards" bar per checkpoint would bury ours
+            try:
+                self.model.save_pretrained(staging)
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
+            self.tokenizer.save_pretrained(staging)
+            torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "reference": None if self.reference is None else self.reference.state_dict()},
+                       staging / "trainer.pt")
+            state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
+                     "python_rng": random.getstate(), "config": self.config.model_dump()}
+            write_json_atomic(staging / "trainer_state.json", state)
+            if self.controller is not None:
+                write_json_atomic(staging / "metahp_state.json", self.controller.state_dict())
+            fsync_tree(staging)
+            replace_folder(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore ``save_checkpoint`` output into this trainer (same model architecture and settings)."""
+        """Restore ``save_checkpoint`` output into this trainer (same model architecture and settings).
+
+        All or nothing: every file is read and checked before anything is assigned, so a malformed checkpoint
+        raises a StateError naming the file and leaves the trainer (and its meta-policy) as it was."""
         path = Path(path)
+        previous = path.with_name(path.name + ".previous")
+        if not path.exists() and previous.exists():
+            raise StateError(f"{path} does not exist but {previous} does: a save was interrupted after the previous "
+                             f"checkpoint was set aside. {previous} is complete; load it (or rename it to {path}).")
         if not (path / "trainer_state.json").exists():
             raise StateError(f"{path} is not a metahp GRPO checkpoint (no trainer_state.json); pass the folder "
                              f"written by save_checkpoint / train(output_dir=...).")
+        # 1. read and check everything, assigning nothing
+        state_file = path / "trainer_state.json"
+        state = in_file(state_file, lambda: _check_trainer_state(read_json(state_file, "trainer state")))
+        meta_file = path / "metahp_state.json"
+        if self.controller is not None and not meta_file.exists():
+            raise StateError(f"{path} has no metahp_state.json but a meta-policy is attached; it was saved "
+                             f"without one. Attach the same adapter as the saved run, or none.")
+        meta = read_json(meta_file, "meta-policy state") if self.controller is not None else None
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-        blob = torch.load(path / "trainer.pt", weights_only=False)
-        self.optimizer.load_state_dict(blob["optimizer"])
-        torch.set_rng_state(blob["torch_rng"])
-        if self.reference is not None and blob["reference"] is not None:
-            self.reference.load_state_dict(blob["reference"])
-        state = json.loads((path / "trainer_state.json").read_text())
+        weights = _load_blob(path / "model.safetensors", "model weights", load_file)
+        blob = _load_blob(path / "trainer.pt", "optimizer and random state",
+                          lambda f: torch.load(f, weights_only=False))
+        if not isinstance(blob, dict) or not {"optimizer", "torch_rng", "reference"} <= set(blob):
+            raise StateError(f"{path / 'trainer.pt'}: expected a dict with optimizer, torch_rng and reference; the "
+                             f"file is not from save_checkpoint.")
+        _check_shapes(self.model, weights, path / "model.safetensors")
+        _check_optimizer(self.optimizer, blob["optimizer"], path / "trainer.pt")
+        # 2. the meta-policy checks its own state as it loads (all or nothing); then the rest is assigned
+        backup = self.controller.state_dict() if self.controller is not None else None
+        if self.controller is not None:
+            in_file(meta_file, lambda: self.controller.load_state_dict(meta))
+        try:
+            self.model.load_state_dict(weights, strict=False)
+            self.optimizer.load_state_dict(blob["optimizer"])
+            torch.set_rng_state(blob["torch_rng"])
+            if self.reference is not None and blob["reference"] is not None:
+                self.reference.load_state_dict(blob["reference"])
+        except Exception as err:
+            if backup is not None:
+                self.controller.load_state_dict(backup)
+            raise StateError(f"{path}: the checkpoint does not fit this trainer ({err}); build the trainer with the "
+                             f"same model and settings as the saved run.") from None
         self.step, self.history = state["step"], state["history"]
         self._rng.bit_generator.state = state["numpy_rng"]
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
-        meta = path / "metahp_state.json"
-        if self.controller is not None:
-            if not meta.exists():
-                raise StateError(f"{path} has no metahp_state.json but a meta-policy is attached; it was saved "
-                                 f"without one. Attach the same adapter as the saved run, or none.")
-            self.controller.load_state_dict(json.loads(meta.read_text()))
+
+
+def _check_trainer_state(state) -> dict:
+    require_keys(state, {"step", "history", "numpy_rng", "python_rng", "config"}, "trainer state")
+    require_int(state["step"], "step", 0)
+    if not isinstance(state["history"], list) or not all(isinstance(m, dict) for m in state["history"]):
+        raise StateError("history must be a list of per-step metric dicts.")
+    check_rng_state(state["numpy_rng"], "numpy_rng")
+    py = state["python_rng"]
+    if not (isinstance(py, list) and len(py) == 3 and isinstance(py[1], list) and len(py[1]) == 625
+            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 32 for x in py[1])):
+        raise StateError("python_rng is not a random.getstate() value (version, 625 words, gauss).")
+    try:
+        random.Random().setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in py))
+    except (TypeError, ValueError) as err:
+        raise StateError(f"python_rng: Python refused the generator state ({err}).") from None
+    if not isinstance(state["config"], dict):
+        raise StateError("config must be a dict of GRPOConfig settings.")
+    return state
+
+
+def _load_blob(path: Path, what: str, load):
+    if not path.exists():
+        raise StateError(f"{path}: file not found; the checkpoint is incomplete ({what} missing).")
+    try:
+        return load(path)
+    except Exception as err:  # truncated or corrupted: torch and safetensors raise many kinds
+        raise StateError(f"{path}: cannot read the {what} ({type(err).__name__}: {err}); the file is truncated or "
+                         f"corrupted. Resume from an earlier checkpoint.") from None
+
+
+def _check_shapes(model, weights: dict, where: Path) -> None:
+    own = model.state_dict()
+    unknown = sorted(set(weights) - set(own))
+    wrong = [k for k in weights if k in own and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if unknown or wrong:
+        raise StateError(f"{where}: the weights do not fit this model (unknown {unknown[:3]}, other shapes "
+                         f"{wrong[:3]}); build the trainer with the saved run's model.")
+
+
+def _check_optimizer(optimizer, saved, where: Path) -> None:
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    own = optimizer.state_dict()["param_groups"]
+    if (not isinstance(groups, list) or len(groups) != len(own)
+            or any(len(g.get("params", ())) != len(o["params"]) for g, o in zip(groups, own, strict=True))):
+        raise StateError(f"{where}: the optimizer state does not fit this model's parameters; build the trainer "
+                         f"with the saved run's model.")

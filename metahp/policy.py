@@ -19,6 +19,7 @@ from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import Knob, make_knob
 from metahp.rewards import REWARDS, Batch, Reward
 from metahp.selection import SELECTIONS, selection_options
+from metahp.state import check_rng_state, require_int, require_keys
 from metahp.updaters import UPDATERS, Feedback, Updater
 
 STATE_FORMAT = "metahp.GridMetaPolicy/1"
@@ -226,36 +227,71 @@ class GridMetaPolicy(MetaPolicy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output, all or nothing: the whole state is checked first (keys, types, shapes,
+        finite values, a distribution that is valid, the random generator), and only then assigned; on any
+        problem a StateError names the field and this policy is unchanged."""
+        parsed = self._parse_state(state)
+        (self._updater_state, self._reward_state, self._rng, self._chosen, self.step) = parsed
+
+    def _parse_state(self, state: Any) -> tuple:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise StateError(f"not a metahp meta-policy state (expected format {STATE_FORMAT!r}); pass the dict "
                              f"returned by policy.state_dict() (or json.load of it).")
         mine = self.state_dict()
+        require_keys(state, set(mine), "meta-policy state")
         for key in ("knob", "values", "updater", "updater_options", "reward", "reward_options", "selection",
                     "nucleus_p"):
-            if state.get(key) != mine[key]:
-                raise StateError(f"state dict has {key}={state.get(key)!r} but this policy has {key}="
+            if not _same(state[key], mine[key]):
+                raise StateError(f"state dict has {key}={state[key]!r} but this policy has {key}="
                                  f"{mine[key]!r}; build the policy with the same settings before loading.")
+        k = len(self.values)
         template = self.updater.init(self.values)
-        if set(state["updater_state"]) != set(template):
-            raise StateError(f"updater_state has keys {sorted(state['updater_state'])}, expected "
-                             f"{sorted(template)}.")
+        require_keys(state["updater_state"], set(template), "updater_state")
         restored = {}
         for key, like in template.items():
-            arr = np.asarray(state["updater_state"][key], dtype=like.dtype)
-            if arr.ndim != like.ndim or (arr.ndim and like.shape[0] == len(self.values)
-                                         and arr.shape != like.shape):
-                raise StateError(f"updater_state[{key!r}] has shape {arr.shape}, expected {like.shape}.")
+            where = f"updater_state[{key!r}]"
+            try:
+                raw = np.asarray(state["updater_state"][key])
+            except (TypeError, ValueError):
+                raw = np.asarray(None)
+            if raw.dtype.kind not in "biuf" or raw.dtype.kind == "b" and like.dtype.kind != "b":
+                raise StateError(f"{where} must hold numbers, got {state['updater_state'][key]!r:.80}.")
+            if not np.isfinite(raw.astype(np.float64)).all():
+                raise StateError(f"{where} holds NaN or infinite values; the state is corrupted.")
+            arr = raw.astype(like.dtype)
+            if like.dtype.kind in "iu" and not np.array_equal(arr, raw):
+                raise StateError(f"{where} must hold integers, got {raw.tolist()!r:.80}.")
+            if arr.ndim != like.ndim or (arr.ndim and like.shape[0] == k and arr.shape != like.shape):
+                raise StateError(f"{where} has shape {arr.shape}, expected {like.shape}.")
+            if key in self.updater.nonnegative and (arr < 0).any():
+                raise StateError(f"{where} holds negative values, which {self.updater.name} never produces.")
             restored[key] = arr
-        chosen = state["chosen_index"]
-        if chosen is not None and not 0 <= chosen < len(self.values):
-            raise StateError(f"chosen_index={chosen} is outside the grid of {len(self.values)} candidates.")
+        try:
+            probs = np.asarray(self.updater.probs(restored), dtype=np.float64)
+        except Exception as err:  # any failure of the updater on this state means the state is inconsistent
+            raise StateError(f"updater_state does not give {self.updater.name} a distribution ({err}).") from None
+        if probs.shape != (k,) or not np.isfinite(probs).all() or (probs < 0).any() or abs(probs.sum() - 1) > 1e-6:
+            raise StateError(f"updater_state gives {self.updater.name} the distribution {probs!r:.120}, not one over "
+                             f"{k} candidates; the state is corrupted.")
+        reward_state = copy.deepcopy(state["reward_state"])
+        self.reward.check_state(reward_state)
         rng = np.random.default_rng()
-        rng.bit_generator.state = copy.deepcopy(state["rng"])
-        self._updater_state = restored
-        self._reward_state = copy.deepcopy(state["reward_state"])
-        self._rng = rng
-        self._chosen = chosen
-        self.step = int(state["step"])
+        try:
+            rng.bit_generator.state = copy.deepcopy(check_rng_state(state["rng"]))
+        except (TypeError, ValueError, OverflowError, KeyError) as err:
+            raise StateError(f"rng: numpy refused the generator state ({err}).") from None
+        chosen = state["chosen_index"]
+        if chosen is not None:
+            require_int(chosen, "chosen_index", 0, k)
+        step = require_int(state["step"], "step", 0)
+        return restored, reward_state, rng, chosen, step
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # e.g. an array compared with a list: not what state_dict() writes
+        return False
 
 
 def _as_numpy(x, name: str) -> np.ndarray:

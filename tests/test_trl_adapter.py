@@ -129,6 +129,36 @@ def test_candidate_likelihoods_equal_the_knobs_on_full_logits(tmp_path):
     torch.testing.assert_close(got[1:, 2], ((logps * mask).sum(1) / mask.sum(1))[1:], atol=TOL, rtol=0)
 
 
+def test_dropout_is_flagged_and_the_forward_path_scores_without_it(tmp_path):
+    # TRL's default disable_dropout=False keeps dropout active in train mode, and TRL generates in train mode: the
+    # sampling logits carry one dropout mask that no re-score can reproduce. metahp says so at attach, and its
+    # forward path scores the model's own (eval-mode) logits, the same on every call, giving back train mode.
+    trainer = trl_tiny.grpo_trainer(tmp_path, max_completion_length=12, disable_dropout=False,
+                                    model_kwargs={"attention_dropout": 0.5})
+    with pytest.warns(UserWarning, match="dropout"):
+        adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], seed=0, likelihoods="forward")
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(first_batch(trainer))
+    informative = out["advantages"] != 0
+    assert informative.any()
+    first, second = adapter.candidate_logprobs(out), adapter.candidate_logprobs(out)
+    assert trainer.model.training and all(m.training for m in trainer.model.modules())
+    assert torch.equal(first, second)  # in train mode two calls drew two dropout masks
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    n = out["completion_ids"].size(1)
+    trainer.model.eval()
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids, attention_mask=attention).logits[:, -n - 1:-1]
+    want = adapter.policy.knob.sequence_logprobs(logits, out["completion_ids"], out["completion_mask"])
+    torch.testing.assert_close(first[informative], want[informative], atol=TOL, rtol=0)
+
+
+def test_no_dropout_warning_without_dropout(tmp_path, recwarn):
+    metahp.adapt(trl_tiny.grpo_trainer(tmp_path), seed=0)
+    assert not [w for w in recwarn if "dropout" in str(w.message)]
+
+
 def test_buffered_batches_keep_their_value_and_eval_uses_the_users(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path, steps_per_generation=2, num_iterations=2, max_steps=8,
                                     eval_dataset=True, eval_strategy="steps", eval_steps=3,

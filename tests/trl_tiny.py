@@ -29,13 +29,14 @@ def char_tokenizer():
     return tok
 
 
-def tiny_qwen2(tok, seed: int = 0, hidden: int = 64, layers: int = 2):
+def tiny_qwen2(tok, seed: int = 0, hidden: int = 64, layers: int = 2, attention_dropout: float = 0.0):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                         max_position_embeddings=128, tie_word_embeddings=True, attention_dropout=attention_dropout,
+                         pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, bos_token_id=None)
     model = Qwen2ForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -15,6 +15,8 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from metahp.state import require_finite, require_keys
+
 FeedbackKind = Literal["per_candidate", "chosen"]
 
 
@@ -43,6 +45,15 @@ class Reward(ABC):
     def init(self) -> dict:
         """Initial state (JSON-safe values only)."""
         return {}
+
+    def check_state(self, state) -> None:
+        """Raise StateError unless ``state`` could have come from this reward (checked before a load assigns).
+
+        The default accepts exactly the keys of ``init()``, each holding null or a finite number; a reward with
+        richer state overrides this."""
+        require_keys(state, set(self.init()), "reward_state")
+        for key, value in state.items():
+            require_finite(value, f"reward_state[{key!r}]", allow_none=True)
 
     @property
     def options(self) -> dict:

@@ -37,6 +37,8 @@ class Updater:
     update: Callable[[State, Feedback], State]
     probs: Callable[[State], np.ndarray]
     options: dict = field(default_factory=dict)
+    # State keys whose entries can never be negative (play counts, indices): a loaded state is checked for it.
+    nonnegative: tuple[str, ...] = ()
 
 
 def softmax(h: np.ndarray) -> np.ndarray:

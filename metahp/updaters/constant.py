@@ -37,4 +37,4 @@ def constant(value: float | tuple[float, ...] | None = None) -> Updater:
     def probs(state: State) -> np.ndarray:
         return state["probs"].copy()
 
-    return Updater("constant", "chosen", "greedy", init, update, probs, {"value": value})
+    return Updater("constant", "chosen", "greedy", init, update, probs, {"value": value}, nonnegative=("probs",))

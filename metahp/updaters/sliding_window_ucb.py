@@ -48,4 +48,4 @@ def sliding_window_ucb(
         return (1 - epsilon) * greedy + epsilon / k
 
     return Updater("sliding_window_ucb", "chosen", "sample", init, update, probs,
-                   {"window": window, "exploration": exploration, "epsilon": epsilon})
+                   {"window": window, "exploration": exploration, "epsilon": epsilon}, nonnegative=("arms", "k"))

@@ -60,4 +60,4 @@ def thompson(
         return argmax_probabilities(mean, 1 / np.sqrt(precision))
 
     return Updater("thompson", "chosen", "sample", init, update, probs,
-                   {"discount": discount, "prior_std": prior_std, "noise_std": noise_std})
+                   {"discount": discount, "prior_std": prior_std, "noise_std": noise_std}, nonnegative=("counts",))
