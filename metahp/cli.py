@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                "or a local model folder")
     demo.add_argument("--steps", type=int, default=defaults.steps)
     demo.add_argument("--knob", default=defaults.knob)
-    demo.add_argument("--updater", default=defaults.updater)
+    demo.add_argument("--updater", default=defaults.updater,
+                      help=f"the adaptive run's updater (default: {defaults.updater}, metahp.adapt's default; "
+                           f"'tampo' is the paper's rule, metahp.meta_policy's default)")
     demo.add_argument("--fixed-temperature", type=float, default=defaults.fixed_temperature)
     demo.add_argument("--seed", type=int, default=defaults.seed)
     demo.add_argument("--output-dir", default=defaults.output_dir)

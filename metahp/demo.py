@@ -1,9 +1,11 @@
 """`metahp demo`: GRPO with an adapted temperature against GRPO at a fixed one, from the same warm start.
 
 Steps: warm start a tiny model on a task (or load it from the cache), then from that same checkpoint and seed
-run GRPO twice, once with ``metahp.adapt(trainer, knob=...)`` and once at a fixed temperature; evaluate both
-on held-out problems (greedy accuracy, pass@1 and pass@k), print a comparison table, and draw the
-meta-policy's distribution across steps above the reward curves of both runs.
+run GRPO twice, once with ``metahp.adapt(trainer, knob=...)`` (with adapt's default updater unless --updater
+names another) and once at a fixed temperature; evaluate both on held-out problems (greedy accuracy, pass@1 and
+pass@k), print a comparison table, and draw the meta-policy's distribution across steps above the reward curves
+of both runs. Re-running on the same machine with the same seed and cached warm start repeats the numbers;
+another machine's CPU rounds differently and its numbers move (README), so compare the two runs of one demo.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 import metahp
 from metahp.errors import ConfigError
+from metahp.integrations import DEFAULT_UPDATER
 
 
 @dataclass
@@ -27,7 +30,7 @@ class DemoSettings:
     model: str = "tiny"
     steps: int = 400
     knob: str = "temperature"
-    updater: str = "tampo"
+    updater: str = DEFAULT_UPDATER  # metahp.adapt's default, so the demo shows what users get without choosing
     fixed_temperature: float = 1.0
     seed: int = 0
     output_dir: str = "runs/demo"

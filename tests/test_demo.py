@@ -1,12 +1,15 @@
 """`metahp demo` end to end in its smoke mode, and the examples."""
 
+import inspect
 import json
 import runpy
 from pathlib import Path
 
 import pytest
 
+import metahp
 from metahp.cli import main
+from metahp.demo import DemoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +20,8 @@ def test_demo_smoke_writes_table_figure_metrics_and_summary(tmp_path, monkeypatc
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "adaptive temperature (tampo)" in printed and "fixed temperature 1" in printed
+    default = inspect.signature(metahp.adapt).parameters["updater"].default
+    assert f"adaptive temperature ({default})" in printed and "fixed temperature 1" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["runs"]) == {"adaptive", "fixed"}
     assert 0 < summary["runs"]["adaptive"]["meta_update_share"] < 1
@@ -28,6 +32,20 @@ def test_demo_smoke_writes_table_figure_metrics_and_summary(tmp_path, monkeypatc
     # A second run into the same folder is refused instead of mixing metrics.
     assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 2
     assert "already holds a demo run" in capsys.readouterr().err
+
+
+def test_demo_shows_adapts_default_updater_and_updater_chooses_another(monkeypatch, capsys):
+    default = inspect.signature(metahp.adapt).parameters["updater"].default
+    assert DemoSettings().updater == default
+    seen = []
+    monkeypatch.setattr("metahp.demo.run_demo", lambda settings, progress: seen.append(settings.updater))
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # the demo command's, for a real run only
+    assert main(["demo", "--no-progress"]) == 0
+    assert main(["demo", "--no-progress", "--updater", "tampo"]) == 0
+    assert seen == [default, "tampo"]
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert f"default: {default}, metahp.adapt's default" in " ".join(capsys.readouterr().out.split())
 
 
 def test_demo_unknown_names_list_the_valid_ones(tmp_path, capsys):
