@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     syn.add_argument("--updaters", nargs="+", default=["tampo", "softmax_gradient", "exp3", "sliding_window_ucb",
                                                        "thompson", "constant"])
     syn.set_defaults(func=synthetic)
-    demo = sub.add_parser("demo", help="GRPO with an adapted temperature vs a fixed one (about 3 minutes on 2 CPUs)",
+    demo = sub.add_parser("demo", help="GRPO with an adapted temperature vs a fixed one (2-2.5 minutes on 2 CPUs)",
                           description=run_demo_doc())
     defaults = DemoSettings()
     demo.add_argument("--task", default=defaults.task, help="addition, countdown, reverse, sort")
