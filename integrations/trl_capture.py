@@ -84,6 +84,8 @@ class GenerateCapture:
         n_new = sequences.size(1) - prompt_length
         if self._broken or sum(block.size(1) for block in self.per_token) != n_new or n_new == 0:
             return None
+        # The blocks stayed on the logits' device; this is their one transfer to the CPU, where the caller joins
+        # them with the batch's mask.
         return torch.cat(self.per_token, dim=1).cpu()
 
 

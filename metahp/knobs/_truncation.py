@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs.base import Knob, in_blocks
+from metahp.knobs.base import Knob, check_rows, in_blocks
 
 # The smallest slice (a torch.topk of 64 costs about as much as one of 1 on a 49k row); a slice that turns out
 # too small grows by _GROWTH up to the vocabulary.
@@ -64,6 +64,16 @@ class RowStats:
         return base.unsqueeze(1) - support_mass.log() + weight.log()
 
 
+def device_constant(values: Iterable[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 1-D tensor of Python numbers on ``device``, written by fills: ``torch.tensor(values, device=cuda)`` copies
+    from pageable host memory, which synchronises the stream (waits for all queued work) on every call."""
+    values = list(values)
+    out = torch.empty(len(values), dtype=dtype, device=device)
+    for i, value in enumerate(values):
+        out[i].fill_(value)
+    return out
+
+
 def sorted_slice(values: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``size`` largest entries of each row, descending, with their indices (a full sort at size = V)."""
     if size >= values.shape[-1]:
@@ -85,23 +95,25 @@ def take_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def grow_slices(n_rows: int, n_candidates: int, vocab: int, first: int | torch.Tensor,
-                solve: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                solve: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``solve(rows, size) -> (mass [n, K], weight [n, K], resolved [n])`` on growing slice sizes.
 
     ``first`` is the first slice size, for all rows (int) or per row (long tensor [n_rows], best few distinct
     values, see ``size_classes``: rows of one size share one call). Rows whose largest support fit in the slice
     keep their result; the others are solved again with a slice _GROWTH times larger, and finally with the
-    whole vocabulary, where every row is resolved.
+    whole vocabulary, where every row is resolved. Everything lives on ``device``, the logits' device.
     """
-    mass = torch.ones(n_rows, n_candidates, dtype=torch.float64)
-    weight = torch.ones(n_rows, n_candidates, dtype=torch.float64)
+    mass = torch.ones(n_rows, n_candidates, dtype=torch.float64, device=device)
+    weight = torch.ones(n_rows, n_candidates, dtype=torch.float64, device=device)
     if isinstance(first, int):
-        size = torch.full((n_rows,), first, dtype=torch.long)
+        size = torch.full((n_rows,), first, dtype=torch.long, device=device)
     else:
         size = first.long().clone()
     size = size.clamp(1, vocab)
-    rows = torch.arange(n_rows)
+    rows = torch.arange(n_rows, device=device)
+    # Device -> host syncs per round (1 round for most blocks, a few at worst): one to list the slice sizes, then
+    # per size class one for its rows and one to count its resolved ones. None depends on the number of candidates.
     while rows.numel():
         pending, current = [], size[rows]
         for s in current.unique().tolist():
@@ -109,9 +121,12 @@ def grow_slices(n_rows: int, n_candidates: int, vocab: int, first: int | torch.T
             group_mass, group_weight, resolved = solve(group, s)
             if s >= vocab:
                 resolved = torch.ones_like(resolved)
-            mass[group[resolved]] = group_mass[resolved]
-            weight[group[resolved]] = group_weight[resolved]
-            pending.append(group[~resolved])
+            n_done = int(resolved.sum())
+            order = torch.argsort((~resolved).byte(), stable=True)  # the resolved rows first, each part in order
+            done, left = order[:n_done], order[n_done:]
+            mass[group[done]] = group_mass[done]
+            weight[group[done]] = group_weight[done]
+            pending.append(group[left])
             size[group] = vocab if s * _GROWTH * 2 > vocab else s * _GROWTH
         rows = torch.cat(pending).sort().values
     return mass, weight
@@ -148,7 +163,7 @@ def nucleus_slice_sizes(probs: torch.Tensor, cut: float) -> torch.Tensor:
 
 def tie_counts(scaled: torch.Tensor, rows: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
     """For each (row, value) pair, how many tokens of the full row have exactly that scaled logit."""
-    out = torch.empty(rows.numel(), dtype=torch.float64)
+    out = torch.empty(rows.numel(), dtype=torch.float64, device=scaled.device)
     for start in range(0, rows.numel(), _TIE_PAIRS_PER_PASS):
         stop = start + _TIE_PAIRS_PER_PASS
         out[start:stop] = (scaled[rows[start:stop]] == bounds[start:stop, None]).sum(-1).double()
@@ -188,6 +203,7 @@ class TruncationKnob(Knob):
         raise NotImplementedError
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        check_rows(self.name, logits)
         with torch.no_grad():
             return in_blocks(self._block_logprobs, logits.float(), tokens)
 
@@ -196,7 +212,7 @@ class TruncationKnob(Knob):
         mass, weight = self.support(stats)
         out = stats.log_prob(mass, weight)
         if self.epsilon > 0:
-            untruncated = stats.log_prob(stats.prob_total.unsqueeze(1), torch.ones(1, 1, dtype=torch.float64))
+            untruncated = stats.log_prob(stats.prob_total.unsqueeze(1), stats.prob_total.new_ones(1, 1))
             out = torch.logaddexp(out + math.log1p(-self.epsilon), untruncated + math.log(self.epsilon))
         return out.float()
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import ClassVar
 
 import torch
@@ -84,8 +86,10 @@ class Knob(ABC):
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token log-likelihood under every candidate.
 
-        ``logits``: float32 [N, V] raw logits of N completion tokens; ``tokens``: int64 [N].
-        Returns float32 [N, K]. Called under no_grad on chunks bounded in size; must not build [N, V, K].
+        ``logits``: float32 [N, V] raw logits of N completion tokens; ``tokens``: int64 [N] on the same device.
+        Returns float32 [N, K] on that device. Called under no_grad on chunks bounded in size; must not build
+        [N, V, K]. Create tensors with ``device=logits.device`` (``sequence_logprobs`` already refuses rows that
+        are all -inf; a direct call should do so with ``check_rows``).
         """
 
     def sequence_logprobs(
@@ -103,29 +107,29 @@ class Knob(ABC):
             tokens: [B, L] the completion tokens.
             mask: [B, L] 1 on completion tokens, 0 on padding.
         Returns:
-            float32 [B, K] tensor without autograd graph. A row whose mask is all zero (an empty completion,
-            equally likely under every candidate) is all zeros: every reward treats a constant row as
-            carrying no preference, so it is in effect ignored.
+            float32 [B, K] CPU tensor without autograd graph (computed on the logits' device and moved once). A
+            row whose mask is all zero (an empty completion, equally likely under every candidate) is all zeros:
+            every reward treats a constant row as carrying no preference, so it is in effect ignored.
         """
         logits, tokens, mask = _check_batch(self.name, logits, tokens, mask)
         batch, length, vocab = logits.shape
-        out = torch.zeros(batch, len(self), dtype=torch.float32)
+        # Everything stays on the logits' device; the [B, K] result moves to the CPU once, at the end.
+        out = torch.zeros(batch, len(self), dtype=torch.float32, device=logits.device)
         if batch == 0:
-            return out
-        counts = mask.sum(dim=1).cpu()
+            return out.cpu()
+        counts = mask.sum(dim=1)
         # Only completion tokens are scored: padding never reaches the vocabulary-sized work. They are gathered
         # in blocks of whole tokens (rows of logits), so a block's copy is still in cache when it is scored.
-        rows, cols = mask.nonzero(as_tuple=True)
+        rows, cols = mask.nonzero(as_tuple=True)  # one sync: the number of completion tokens
         per_block = block_rows(vocab, logits.device, chunk_elements)
-        with torch.no_grad():
+        with torch.no_grad(), rows_checked():
             for start in range(0, rows.numel(), per_block):
                 r, c = rows[start:start + per_block], cols[start:start + per_block]
                 z = logits[r, c].float()
-                _check_logits(self.name, z)
-                out.index_add_(0, r.cpu(), self.token_logprobs(z, tokens[r, c]).float().cpu())
-        nonempty = counts > 0
-        out[nonempty] /= counts[nonempty].unsqueeze(1).float()
-        return out
+                _check_logits(self.name, z, logits, mask)  # one sync per block
+                out.index_add_(0, r, self.token_logprobs(z, tokens[r, c]).float())
+        out = torch.where(counts.unsqueeze(1) > 0, out / counts.clamp(min=1).unsqueeze(1).float(), out)
+        return out.cpu()
 
 
 def _check_batch(name: str, logits, tokens, mask):
@@ -145,12 +149,13 @@ def _check_batch(name: str, logits, tokens, mask):
                          f"[B, L] = [{batch}, {length}] like tokens.")
     if tokens.is_floating_point():
         raise InputError(f"{name}.sequence_logprobs: tokens must be integer token ids, got {tokens.dtype}.")
-    mask = mask.bool()
-    tokens = tokens.long()
+    mask, tokens = mask.bool(), tokens.long()
+    if tokens.device != logits.device or mask.device != logits.device:  # scored where the logits are
+        mask, tokens = mask.to(logits.device), tokens.to(logits.device)
     if vocab == 0:
         raise InputError(f"{name}.sequence_logprobs: the vocabulary dimension of logits is empty.")
-    used = tokens[mask]
-    if used.numel() and (used.min() < 0 or used.max() >= vocab):
+    if (mask & ((tokens < 0) | (tokens >= vocab))).any():  # one sync
+        used = tokens[mask]
         raise InputError(f"{name}.sequence_logprobs: token ids must lie in [0, {vocab}) on masked positions; "
                          f"got range [{int(used.min())}, {int(used.max())}]. Are tokens and logits aligned "
                          f"(logits at step t predict tokens[t])?")
@@ -172,12 +177,51 @@ def in_blocks(score, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
                       for i in range(0, logits.shape[0], per_block)])
 
 
-def _check_logits(name: str, z: torch.Tensor) -> None:
-    # -inf is legitimate (a token banned by a logits processor); NaN and +inf are not. One reduction finds both:
-    # the max propagates NaN, and +inf is the max whenever present.
-    top = z.amax() if z.numel() else z.new_zeros(())
-    if torch.isnan(top) or torch.isposinf(top):
+_ROWS_CHECKED: ContextVar[bool] = ContextVar("metahp_rows_checked", default=False)
+
+
+@contextmanager
+def rows_checked():
+    """Within it, ``check_rows`` is skipped: the caller has already checked these logits (``sequence_logprobs``
+    checks each block in the same reduction as its NaN/+inf check; a knob built of other knobs checks once)."""
+    token = _ROWS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _ROWS_CHECKED.reset(token)
+
+
+def _all_minus_inf(name: str, where: str, count: int, unit: str) -> InputError:
+    return InputError(f"{name}: logits {where} are all -inf ({count} such {unit}): no token could have been "
+                      f"sampled there; check that mask covers only sampled tokens and that logits at step t "
+                      f"predict tokens[t].")
+
+
+def check_rows(name: str, logits: torch.Tensor) -> None:
+    """Raise InputError if a row of ``logits`` [N, V] is all -inf: no token could have been sampled from it (the
+    likelihoods would be NaN). Built-in knobs call it at the top of ``token_logprobs``; one reduction and one
+    device -> host sync, skipped under ``rows_checked`` (inside ``sequence_logprobs``, which checks every knob's
+    blocks, user-written ones included, with ``_check_logits``)."""
+    if _ROWS_CHECKED.get() or logits.numel() == 0:
+        return
+    dead = torch.isneginf(logits.amax(dim=-1))
+    if dead.any():
+        rows = dead.nonzero()[:, 0]
+        raise _all_minus_inf(f"{name}.token_logprobs", f"of row {int(rows[0])}", rows.numel(), "rows")
+
+
+def _check_logits(name: str, z: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> None:
+    # -inf is legitimate (a token banned by a logits processor) unless a whole row is -inf; NaN and +inf are not.
+    # One per-row max finds all three: it propagates NaN, is +inf whenever one is present, and -inf only on a row
+    # that is all -inf. The block's rows are completion positions of the batch (``logits`` [B, L, V], ``mask``);
+    # only the error path looks at the whole batch, to name the first such position and count them.
+    top = z.amax(dim=-1)
+    if torch.isfinite(top).all():  # the one sync of the check
+        return
+    if torch.isnan(top).any() or torch.isposinf(top).any():
         raise InputError(f"{name}.sequence_logprobs: logits contain NaN or +inf on completion tokens; "
                          f"check the model output (overflow in half precision?) before the meta-update.")
-
-
+    dead = (torch.isneginf(logits.amax(dim=-1)) & mask).nonzero()
+    row, token = (int(i) for i in dead[0])
+    raise _all_minus_inf(f"{name}.sequence_logprobs", f"at completion position (row {row}, token {token})",
+                         dead.shape[0], "positions")

@@ -37,14 +37,13 @@ class MinP(TruncationKnob):
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = stats.probs.shape
-        full = torch.tensor([v == 0 for v in self.values])
-        partial = (~full).nonzero().squeeze(1)
+        n_full = sum(v == 0 for v in self.values)  # min_p = 0 keeps every token; the values ascend: it comes first
         mass = stats.prob_total.unsqueeze(1).repeat(1, len(self))
-        weight = torch.ones(n, len(self), dtype=torch.float64)
-        if partial.numel() == 0:
+        weight = torch.ones(n, len(self), dtype=torch.float64, device=stats.probs.device)
+        if n_full == len(self):
             return mass, weight
         # Same float32 products as transformers' `min_p * top_probs`.
-        bound = torch.stack([self.values[int(c)] * stats.prob_max for c in partial], dim=1)  # [N, K']
+        bound = torch.stack([v * stats.prob_max for v in self.values[n_full:]], dim=1)  # [N, K']
         loosest = bound[:, 0]  # values are sorted: the smallest min_p keeps the most tokens
 
         def solve(rows: torch.Tensor, size: int):
@@ -55,7 +54,7 @@ class MinP(TruncationKnob):
             row_weight = (stats.taken_prob[rows].unsqueeze(1) >= bound[rows]).double()
             return row_mass, row_weight, resolved
 
-        part_mass, part_weight = grow_slices(n, len(partial), vocab, FIRST_SLICE, solve)
-        mass[:, partial] = part_mass
-        weight[:, partial] = part_weight
+        part_mass, part_weight = grow_slices(n, len(self) - n_full, vocab, FIRST_SLICE, solve, stats.probs.device)
+        mass[:, n_full:] = part_mass
+        weight[:, n_full:] = part_weight
         return mass, weight

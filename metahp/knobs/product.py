@@ -16,7 +16,7 @@ import itertools
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs.base import Knob
+from metahp.knobs.base import Knob, check_rows, rows_checked
 from metahp.knobs.temperature import Temperature
 
 
@@ -60,11 +60,13 @@ class ProductKnob(Knob):
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         temperature = next(k for k in self.knobs if isinstance(k, Temperature))
         truncation = next(k for k in self.knobs if not isinstance(k, Temperature))
+        check_rows(self.name, logits)
         columns: dict[tuple, torch.Tensor] = {}
         for t in temperature.values:
             # One truncation knob per temperature scores all its candidates from one softmax and sort per token.
-            block = type(truncation)(truncation.values, temperature=t, epsilon=truncation.epsilon).token_logprobs(
-                logits, tokens)
+            with rows_checked():
+                block = type(truncation)(truncation.values, temperature=t, epsilon=truncation.epsilon
+                                         ).token_logprobs(logits, tokens)
             for j, c in enumerate(truncation.values):
                 columns[(t, c)] = block[:, j]
         temperature_first = self.knobs[0] is temperature

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs.base import Knob, in_blocks
+from metahp.knobs.base import Knob, check_rows, in_blocks, rows_checked
 
 
 class Temperature(Knob):
@@ -42,18 +42,22 @@ class Temperature(Knob):
         return value
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        check_rows(self.name, logits)
+        logits = logits.float()  # no copy for float32; half precision is scored in float32, as sequence_logprobs does
         if self.truncation is not None:
             from metahp.knobs import KNOBS
 
             name, value = self.truncation
-            columns = [KNOBS[name]([value], temperature=t).token_logprobs(logits, tokens)[:, 0] for t in self.values]
+            with rows_checked():
+                columns = [KNOBS[name]([value], temperature=t).token_logprobs(logits, tokens)[:, 0]
+                           for t in self.values]
             return torch.stack(columns, dim=1)
         return in_blocks(self._block_logprobs, logits, tokens)
 
     def _block_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         shifted = logits - logits.amax(dim=-1, keepdim=True)
         taken = shifted.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        out = torch.empty(logits.shape[0], len(self), dtype=torch.float32)
+        out = torch.empty(logits.shape[0], len(self), dtype=torch.float32, device=logits.device)
         scaled = torch.empty_like(shifted)  # one reusable buffer, never [N, V, K]
         for k, temperature in enumerate(self.values):
             inv = 1.0 / temperature

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs._truncation import RowStats, TruncationKnob, count_at_least, grow_slices, sorted_slice
+from metahp.knobs._truncation import (
+    RowStats,
+    TruncationKnob,
+    count_at_least,
+    device_constant,
+    grow_slices,
+    sorted_slice,
+)
 
 
 class TopK(TruncationKnob):
@@ -35,15 +42,14 @@ class TopK(TruncationKnob):
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = stats.probs.shape
-        k = torch.tensor([min(int(v), vocab) for v in self.values])
-        full = k == vocab  # every token kept
-        partial = (~full).nonzero().squeeze(1)
+        ks = [min(int(v), vocab) for v in self.values]
+        n_partial = sum(k < vocab for k in ks)  # the values ascend: those that keep every token come last
         mass = stats.prob_total.unsqueeze(1).repeat(1, len(self))
-        weight = torch.ones(n, len(self), dtype=torch.float64)
-        if partial.numel() == 0:
+        weight = torch.ones(n, len(self), dtype=torch.float64, device=stats.probs.device)
+        if n_partial == 0:
             return mass, weight
-        k = k[partial]
-        largest = int(k.max())
+        k = device_constant(ks[:n_partial], torch.long, stats.probs.device)
+        largest = max(ks[:n_partial])
 
         def solve(rows: torch.Tensor, size: int):
             values, index = sorted_slice(stats.scaled[rows], size)
@@ -55,7 +61,7 @@ class TopK(TruncationKnob):
             row_weight = (stats.taken[rows].unsqueeze(1) >= bound).double()
             return row_mass, row_weight, resolved
 
-        part_mass, part_weight = grow_slices(n, len(partial), vocab, largest + 1, solve)
-        mass[:, partial] = part_mass
-        weight[:, partial] = part_weight
+        part_mass, part_weight = grow_slices(n, n_partial, vocab, largest + 1, solve, stats.probs.device)
+        mass[:, :n_partial] = part_mass
+        weight[:, :n_partial] = part_weight
         return mass, weight

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from metahp.errors import ConfigError
@@ -10,6 +11,7 @@ from metahp.knobs._truncation import (
     RowStats,
     TruncationKnob,
     count_at_least,
+    device_constant,
     grow_slices,
     nucleus_slice_sizes,
     size_classes,
@@ -52,16 +54,17 @@ class TopP(TruncationKnob):
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = stats.probs.shape
-        # The same float32 threshold transformers compares its cumulative sums with.
-        cut = torch.tensor([1 - p for p in self.values], dtype=torch.float32)
-        full = cut == 0  # keep every token of non-zero probability: no sort needed
-        partial = (~full).nonzero().squeeze(1)
+        # The same float32 thresholds transformers compares its cumulative sums with, rounded on the host so that
+        # which candidates need a sort is known without reading the device. A cut of 0 (p = 1) keeps every token
+        # of non-zero probability: no sort needed; the values ascend, so that candidate is the last one.
+        cuts = [float(np.float32(1 - p)) for p in self.values]
+        n_partial = sum(c != 0 for c in cuts)
         mass = stats.prob_total.unsqueeze(1).repeat(1, len(self))
         weight = (stats.taken_prob > 0).double().unsqueeze(1).repeat(1, len(self))
-        if partial.numel() == 0:
+        if n_partial == 0:
             return mass, weight
-        cut = cut[partial]
-        loosest = cut.min()
+        cut = device_constant(cuts[:n_partial], torch.float32, stats.probs.device)
+        loosest = min(cuts[:n_partial])  # exact in float32: compared with float32 masses as before
 
         def solve(rows: torch.Tensor, size: int):
             values, index = sorted_slice(take_rows(stats.scaled, rows), size)
@@ -87,14 +90,14 @@ class TopP(TruncationKnob):
                 through = count_at_least(values[r], bound, strict=False).squeeze(1)
                 in_group = (through - above).double()
                 # A group that reaches the end of the slice may go on outside it: count it over the whole row.
-                open_ended = (through == size) & (size < vocab)
-                if open_ended.any():
+                open_ended = ((through == size) & (size < vocab)).nonzero().squeeze(1)
+                if open_ended.numel():
                     in_group[open_ended] = tie_counts(stats.scaled, rows[r[open_ended]], bound[open_ended, 0])
                 row_weight[r, c] = (kept[r, c] - above).double() / in_group
             return row_mass, row_weight, resolved
 
-        first = size_classes(nucleus_slice_sizes(stats.probs, float(loosest)), vocab, FIRST_SLICE)
-        part_mass, part_weight = grow_slices(n, len(partial), vocab, first, solve)
-        mass[:, partial] = part_mass
-        weight[:, partial] = part_weight
+        first = size_classes(nucleus_slice_sizes(stats.probs, loosest), vocab, FIRST_SLICE)
+        part_mass, part_weight = grow_slices(n, n_partial, vocab, first, solve, stats.probs.device)
+        mass[:, :n_partial] = part_mass
+        weight[:, :n_partial] = part_weight
         return mass, weight
