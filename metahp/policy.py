@@ -84,14 +84,25 @@ class MetaPolicy(ABC):
         Rows with zero advantage carry no signal, so their likelihoods are never computed (they still count
         in the batch size N of a_k = (1/N) sum_i w_ik A_i).
         """
-        advantages = torch.as_tensor(advantages)
+        advantages = torch.as_tensor(_as_numpy(advantages, "advantages"))
         if advantages.dim() != 1:
             raise InputError(f"advantages must be 1-D [B], got shape {tuple(advantages.shape)}.")
         if not self.needs_likelihoods:
             return self.update(advantages=advantages, reward=reward)
+        if not torch.isfinite(advantages).all():
+            raise InputError(f"advantages contain {int((~torch.isfinite(advantages)).sum())} NaN or infinite values; "
+                             f"check the rewards (a group with zero reward variance must give A = 0).")
+        batch = {name: _as_tensor(x, name) for name, x in (("logits", logits), ("tokens", tokens), ("mask", mask))}
+        for name, x in batch.items():
+            if x.dim() == 0 or x.shape[0] != len(advantages):
+                raise InputError(f"advantages has {len(advantages)} entries but {name} has shape {tuple(x.shape)}; "
+                                 f"pass one advantage per completion (logits [B, L, V], tokens and mask [B, L]).")
         informative = advantages != 0
-        logp = self.knob.sequence_logprobs(logits[informative], torch.as_tensor(tokens)[informative],
-                                           torch.as_tensor(mask)[informative])
+
+        def rows(x):  # the informative rows, indexed on the tensor's own device (the logits may live on a GPU)
+            return x[informative.to(x.device)]
+
+        logp = self.knob.sequence_logprobs(rows(batch["logits"]), rows(batch["tokens"]), rows(batch["mask"]))
         return self.update(logp, advantages[informative], reward=reward, batch_size=len(advantages))
 
 
@@ -111,7 +122,7 @@ class GridMetaPolicy(MetaPolicy):
         self.reward = reward
         self.selection = selection
         self.nucleus_p = nucleus_p
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed))
         self._updater_state = updater.init(knob.values)
         self._reward_state = reward.init()
         self._chosen: int | None = None
@@ -142,7 +153,9 @@ class GridMetaPolicy(MetaPolicy):
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
                batch_size: int | None = None) -> dict[str, float]:
         batch = self._check_batch(seq_logprobs, advantages, reward, batch_size)
-        signal, self._reward_state = self.reward(self._reward_state, batch)
+        # Nothing is assigned until the reward and the updater have both accepted the batch: an error leaves the
+        # policy as it was.
+        signal, reward_state = self.reward(self._reward_state, batch)
         if self.reward.kind == "per_candidate":
             feedback = Feedback(advantages=np.asarray(signal, dtype=np.float64), chosen=self._chosen)
         else:
@@ -151,6 +164,7 @@ class GridMetaPolicy(MetaPolicy):
                                  f"before update().")
             feedback = Feedback(chosen=self._chosen, reward=float(signal))
         self._updater_state = self.updater.update(self._updater_state, feedback)
+        self._reward_state = reward_state
         self.step += 1
         return self._metrics(feedback)
 
@@ -174,6 +188,12 @@ class GridMetaPolicy(MetaPolicy):
     def _check_batch(self, seq_logprobs, advantages, reward, batch_size) -> Batch:
         k = len(self.values)
         logp = adv = None
+        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float | np.number)
+                                   or not np.isfinite(reward)):
+            raise InputError(f"reward={reward!r} must be a finite number: the batch's mean task reward.")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer)):
+            raise InputError(f"batch_size={batch_size!r} must be an integer: the number of trajectories in the "
+                             f"batch, scored or skipped.")
         if advantages is not None:
             adv = _as_numpy(advantages, "advantages")
             if adv.ndim != 1:
@@ -188,6 +208,10 @@ class GridMetaPolicy(MetaPolicy):
                                  f"shape {logp.shape}; compute it with policy.knob.sequence_logprobs().")
             if np.isnan(logp).any() or np.isposinf(logp).any():
                 raise InputError("seq_logprobs contain NaN or +inf; log-likelihoods must be finite or -inf.")
+            if (logp > _LOGP_SLACK).any():
+                row, col = np.argwhere(logp > _LOGP_SLACK)[0]
+                raise InputError(f"seq_logprobs[{row}, {col}] = {logp[row, col]:.4g} is positive; a log-likelihood is "
+                                 f"<= 0. Pass log-probabilities (e.g. knob.sequence_logprobs), not logits or probs.")
             if adv is None or len(adv) != len(logp):
                 raise InputError(f"seq_logprobs has {len(logp)} rows but advantages has "
                                  f"{None if adv is None else len(adv)}; pass one advantage per trajectory.")
@@ -294,13 +318,42 @@ def _same(a, b) -> bool:
         return False
 
 
+# Length-normalised log-likelihoods are <= 0; float32 rounding of an almost-certain completion can give a hair above.
+_LOGP_SLACK = 1e-4
+
+
 def _as_numpy(x, name: str) -> np.ndarray:
+    """A float64 array from a tensor, array or (nested) list of real numbers; anything else is an InputError."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
+        if x.is_complex() or x.dtype == torch.bool:
+            raise InputError(f"{name} must hold real numbers, got a {x.dtype} tensor.")
+        return x.detach().cpu().double().numpy()
     try:
-        return np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x)
     except (TypeError, ValueError) as err:
-        raise InputError(f"{name} must be numeric (a tensor, array or list), got {type(x).__name__}.") from err
+        raise InputError(f"{name} must be numeric (a tensor, array or list of numbers), got "
+                         f"{type(x).__name__}.") from err
+    if arr.dtype.kind not in "iuf":
+        raise InputError(f"{name} must be numeric (a tensor, array or list of numbers), got "
+                         f"{type(x).__name__} of dtype {arr.dtype}.")
+    return arr.astype(np.float64)
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"{name} must be a tensor (or an array / nested list of numbers), got "
+                         f"{type(x).__name__}.") from err
+
+
+def check_seed(seed):
+    """None or a non-negative integer (numpy's generators take nothing else)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer (or None for a random seed).")
+    return int(seed)
 
 
 def meta_policy(knob: str | Knob = "temperature", updater: str = "tampo", values=None, seed: int | None = 0,

@@ -20,7 +20,7 @@ def test_contract_of_the_default_policy():
     assert np.allclose(policy.probs, 0.1)
     value = policy.sample()
     assert value in policy.values and policy.value == value
-    metrics = policy.update(torch.randn(8, 10), torch.randn(8))
+    metrics = policy.update(-torch.rand(8, 10) * 3, torch.randn(8))
     assert metrics["metahp/temperature"] == value
     assert {f"metahp/prob/{v:g}" for v in policy.values} <= set(metrics)
     assert {f"metahp/advantage/{v:g}" for v in policy.values} <= set(metrics)
@@ -33,13 +33,13 @@ def test_every_updater_runs_through_the_policy_and_round_trips_json(name):
     rng = np.random.default_rng(0)
     for _ in range(5):
         policy.sample()
-        policy.update(rng.normal(size=(6, 10)) - 2, rng.normal(size=6), reward=float(rng.random()))
+        policy.update(-abs(rng.normal(size=(6, 10))) - 2, rng.normal(size=6), reward=float(rng.random()))
     restored = meta_policy(updater=name, seed=99)
     restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
     assert np.array_equal(restored.probs, policy.probs)
     for _ in range(5):
         assert restored.sample() == policy.sample()
-        logp, adv, r = rng.normal(size=(6, 10)) - 2, rng.normal(size=6), float(rng.random())
+        logp, adv, r = -abs(rng.normal(size=(6, 10))) - 2, rng.normal(size=6), float(rng.random())
         assert restored.update(logp, adv, reward=r) == policy.update(logp, adv, reward=r)
 
 
@@ -122,7 +122,7 @@ def test_bad_batches_are_refused(args, kwargs, match):
 
 def test_all_zero_advantages_leave_tampo_unchanged_and_count_as_a_step():
     policy = meta_policy()
-    policy.update(np.random.default_rng(0).normal(size=(4, 10)), [1.0, -1.0, 0.5, -0.5])
+    policy.update(-abs(np.random.default_rng(0).normal(size=(4, 10))), [1.0, -1.0, 0.5, -0.5])
     before = policy.probs
     policy.update(np.zeros((4, 10)), np.zeros(4))
     assert np.allclose(policy.probs, before) and policy.step == 2

@@ -73,6 +73,7 @@ def test_candidate_that_best_explains_successes_gains_probability(batch, favoure
     others = np.delete(np.arange(len(VALUES)), favoured)
     logp[adv > 0, favoured] = logp[adv > 0][:, others].max(axis=1) + gap
     logp[adv < 0, favoured] = logp[adv < 0][:, others].min(axis=1) - gap
+    logp -= np.maximum(logp.max(axis=1, keepdims=True), 0)  # log-likelihoods are <= 0; a row shift changes nothing
     p = policy(updater, normalizer)
     before = p.probs[favoured]
     metrics = p.update(logp, adv)

@@ -26,7 +26,7 @@ def trained(updater: str, seed: int = 0, steps: int = 4):
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         policy.sample()
-        policy.update(rng.normal(size=(6, 10)) - 2, rng.normal(size=6), reward=float(rng.uniform(-0.3, 0.3)))
+        policy.update(-abs(rng.normal(size=(6, 10))) - 2, rng.normal(size=6), reward=float(rng.uniform(-0.3, 0.3)))
     return policy
 
 
