@@ -7,6 +7,7 @@ and nothing may be moved to the CPU except the single final transfer of ``Knob.s
 """
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -221,3 +222,16 @@ def test_nan_is_still_reported_as_nan_before_all_minus_inf():
     with pytest.raises(InputError, match="NaN or \\+inf"):
         TopP().sequence_logprobs(logits, tokens, mask)
 
+
+def test_device_check_script_smoke(tmp_path):
+    path = Path(__file__).with_name("device_check.py")
+    spec = importlib.util.spec_from_file_location("device_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path), "--device", "cpu", "--vocab", "300", "--batch", "2", "--length",
+                        "8", "--repeats", "1"]) == 0
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert report["ok"] and set(report["knobs"]) >= {"temperature", "top_p", "top_k", "min_p", "product"}
+    for result in report["knobs"].values():
+        for dtype in ("float32", "bfloat16"):
+            assert result[dtype]["max_abs_diff"] <= 1e-5 and result[dtype]["support_rows_differ"] == 0
