@@ -102,7 +102,17 @@ class MetaPolicy(ABC):
         def rows(x):  # the informative rows, indexed on the tensor's own device (the logits may live on a GPU)
             return x[informative.to(x.device)]
 
-        logp = self.knob.sequence_logprobs(rows(batch["logits"]), rows(batch["tokens"]), rows(batch["mask"]))
+        try:
+            logp = self.knob.sequence_logprobs(rows(batch["logits"]), rows(batch["tokens"]), rows(batch["mask"]))
+        except InputError as err:
+            position = getattr(err, "position", None)
+            if position is None:
+                raise
+            # The knob saw only the informative rows: name the row of the caller's batch.
+            row, token = position
+            original = int(informative.nonzero()[row, 0])
+            raise InputError(str(err).replace(f"(row {row}, token {token})", f"(row {original}, token {token})")
+                             ) from None
         return self.update(logp, advantages[informative], reward=reward, batch_size=len(advantages))
 
 

@@ -44,24 +44,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def save_atomic(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
-    """Run ``save(tmp_path)`` (e.g. torch.save) into a temporary file, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_folder(path.parent)
-    return path
-
-
 def fsync_folder(folder: str | os.PathLike) -> None:
     """Make a rename inside ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
     try:

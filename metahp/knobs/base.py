@@ -19,12 +19,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from metahp.errors import ConfigError, InputError
 
 # Working memory of one chunk of logits, in elements (64 MiB of float32): the block size off the CPU.
 _CHUNK_ELEMENTS = 1 << 24
+# The largest candidate grid a knob accepts (a grid of 10^6 values took 78 s for six tokens).
+MAX_CANDIDATES = 1024
 # On the CPU, tokens are scored in blocks of about this many logits (4 MiB of float32, ~21 tokens at V = 49152):
 # every vocabulary-sized pass of a knob (softmax, selections, sums) then reads a block that is still in cache
 # from the previous pass. Measured on SmolLM2-135M logits, 2 threads: about twice as fast as 64 MiB blocks.
@@ -42,10 +45,14 @@ class Knob(ABC):
     default_values: ClassVar[tuple[float, ...]]
 
     def __init__(self, values: Iterable[float] | None = None):
-        raw = self.default_values if values is None else tuple(values)
+        raw = self.default_values if values is None else _grid_entries(self.name, values)
         if len(raw) == 0:
             raise ConfigError(f"{self.name}: the candidate grid is empty; pass at least one value, e.g. "
                               f"{list(self.default_values)}.")
+        if len(raw) > MAX_CANDIDATES:
+            raise ConfigError(f"{self.name}: {len(raw)} candidates; a grid holds at most {MAX_CANDIDATES} (every "
+                              f"batch scores every candidate, and a batch of B completions says little about more "
+                              f"than B of them). Use a coarser grid.")
         checked = []
         for v in raw:
             if isinstance(v, bool) or not isinstance(v, int | float):
@@ -58,6 +65,14 @@ class Knob(ABC):
             dups = sorted({v for v in checked if checked.count(v) > 1})
             raise ConfigError(f"{self.name}: duplicate candidates {dups}; list each value once.")
         self._values = tuple(sorted(checked))
+        labels = [self.label(v) for v in self._values]
+        clash = [(a, b) for a, b, la, lb in zip(self._values, self._values[1:], labels, labels[1:], strict=False)
+                 if la == lb]
+        if clash:
+            a, b = clash[0]
+            raise ConfigError(f"{self.name}: candidates {a!r} and {b!r} are indistinguishable: both are named "
+                              f"{self.label(a)!r} in metrics (metahp/prob/<value>, 6 significant digits) and sample "
+                              f"alike; keep one of them.")
 
     @property
     def values(self) -> tuple[float, ...]:
@@ -149,6 +164,10 @@ def _check_batch(name: str, logits, tokens, mask):
                          f"[B, L] = [{batch}, {length}] like tokens.")
     if tokens.is_floating_point():
         raise InputError(f"{name}.sequence_logprobs: tokens must be integer token ids, got {tokens.dtype}.")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():  # one sync
+        bad = mask[(mask != 0) & (mask != 1)]
+        raise InputError(f"{name}.sequence_logprobs: mask must hold only 0 and 1 (or be bool), got "
+                         f"{bad.unique()[:5].tolist()}; pass the completion mask, not weights or counts.")
     mask, tokens = mask.bool(), tokens.long()
     if tokens.device != logits.device or mask.device != logits.device:  # scored where the logits are
         mask, tokens = mask.to(logits.device), tokens.to(logits.device)
@@ -160,6 +179,29 @@ def _check_batch(name: str, logits, tokens, mask):
                          f"got range [{int(used.min())}, {int(used.max())}]. Are tokens and logits aligned "
                          f"(logits at step t predict tokens[t])?")
     return logits, tokens, mask
+
+
+def _grid_entries(name: str, values) -> list:
+    """The candidates of a grid given as a list, tuple, 1-D numpy array or tensor, as plain Python numbers.
+
+    float32 / float16 entries are read as the shortest decimal that rounds to them (0.7, not 0.699999988...), so a
+    grid from ``np.float32`` or ``torch.tensor`` names its candidates as the user wrote them."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ConfigError(f"{name}: values={values!r} is not a grid; pass a list of candidate values, e.g. "
+                          f"values=[0.7, 1.0].")
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise ConfigError(f"{name}: values has shape {values.shape}; pass a 1-D list of candidate values.")
+    return [_plain(v) for v in values]
+
+
+def _plain(v):
+    if isinstance(v, np.floating) and np.finfo(v.dtype).bits < 64:
+        return float(np.format_float_positional(v, unique=True, trim="0"))
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def block_rows(vocab: int, device: torch.device, chunk_elements: int = _CHUNK_ELEMENTS) -> int:
@@ -223,5 +265,7 @@ def _check_logits(name: str, z: torch.Tensor, logits: torch.Tensor, mask: torch.
                          f"check the model output (overflow in half precision?) before the meta-update.")
     dead = (torch.isneginf(logits.amax(dim=-1)) & mask).nonzero()
     row, token = (int(i) for i in dead[0])
-    raise _all_minus_inf(f"{name}.sequence_logprobs", f"at completion position (row {row}, token {token})",
-                         dead.shape[0], "positions")
+    error = _all_minus_inf(f"{name}.sequence_logprobs", f"at completion position (row {row}, token {token})",
+                           dead.shape[0], "positions")
+    error.position = (row, token)  # a caller that passed a subset of its batch re-labels the row (policy.py)
+    raise error

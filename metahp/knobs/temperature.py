@@ -7,6 +7,9 @@ import torch
 from metahp.errors import ConfigError
 from metahp.knobs.base import Knob, check_rows, in_blocks, rows_checked
 
+# Below this, z / T overflows float32 for ordinary logit ranges (and 1 / T itself for T < 3e-39).
+MIN_TEMPERATURE = 1e-4
+
 
 class Temperature(Knob):
     """Sampling temperature T > 0; candidates default to TAMPO's grid 0.6, 0.7, ..., 1.5.
@@ -39,6 +42,10 @@ class Temperature(Knob):
         if value <= 0:
             raise ConfigError(f"temperature: candidate {value} is not positive; temperatures must be > 0 "
                               f"(use a small value such as 0.1 for near-greedy sampling).")
+        if value < MIN_TEMPERATURE:
+            raise ConfigError(f"temperature: candidate {value} is too small (below {MIN_TEMPERATURE}): logits / T "
+                              f"overflows float32 and its likelihoods become NaN; use 0.01 or more (0.1 samples "
+                              f"near-greedily already).")
         return value
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
