@@ -158,8 +158,13 @@ class GRPOTrainer:
         return knobs
 
     # -- rollouts ----------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives; rollouts, logits and advantages are kept there (CPU or GPU alike)."""
+        return next(self.model.parameters()).device
+
     def _encode(self, prompts: list[str]):
-        return self.tokenizer(prompts, return_tensors="pt", padding=True)
+        return self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
 
     def _decode(self, completion: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
         """Completion mask (1 up to and including the first eos) and the text the verifier judges."""
@@ -202,7 +207,8 @@ class GRPOTrainer:
         prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]
         pids, pmask, cids, cmask, logits, support, texts = self._sample(prompts, knobs, cfg.max_completion_tokens)
         targets = [p for p in problems for _ in range(cfg.num_generations)]
-        rewards = torch.tensor([self.task.reward(p, c) for p, c in zip(targets, texts, strict=True)])
+        rewards = torch.tensor([self.task.reward(p, c) for p, c in zip(targets, texts, strict=True)],
+                               device=self.device)
         advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.num_generations)).view(-1)
         return Rollout(pids, pmask, cids, cmask, logits, knobs, support, texts, rewards, advantages)
 
@@ -320,7 +326,7 @@ class GRPOTrainer:
     @torch.no_grad()
     def evaluate(self, problems, k: int = 8) -> dict[str, float]:
         """Held-out greedy accuracy and pass@k (k samples at ``eval_temperature``); restores RNG afterwards."""
-        rng_state = torch.get_rng_state()  # evaluation must not change the training run's random stream
+        rng_state = _rng_states()  # evaluation must not change the training run's random stream
         try:
             enc = self._encode([p.prompt for p in problems])
             self.model.eval()
@@ -338,7 +344,7 @@ class GRPOTrainer:
             pass_k = float(np.mean([pass_at_k(k, int(c), k) for c in correct.sum(1)]))
             pass_1 = float(correct.mean())
         finally:
-            torch.set_rng_state(rng_state)
+            _set_rng_states(rng_state)
         return {"greedy_accuracy": greedy_acc, f"pass@{k}": pass_k, "pass@1": pass_1}
 
     # -- checkpoints -------------------------------------------------------------------------------------
@@ -366,6 +372,7 @@ class GRPOTrainer:
                     hf_logging.enable_progress_bar()
             self.tokenizer.save_pretrained(staging)
             torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                         "reference": None if self.reference is None else self.reference.state_dict()},
                        staging / "trainer.pt")
             state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
@@ -419,6 +426,8 @@ class GRPOTrainer:
             self.model.load_state_dict(weights, strict=False)
             self.optimizer.load_state_dict(blob["optimizer"])
             torch.set_rng_state(blob["torch_rng"])
+            if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(blob["cuda_rng"])
             if self.reference is not None and blob["reference"] is not None:
                 self.reference.load_state_dict(blob["reference"])
         except Exception as err:
@@ -429,6 +438,17 @@ class GRPOTrainer:
         self.step, self.history = state["step"], state["history"]
         self._rng.bit_generator.state = state["numpy_rng"]
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
+
+
+def _rng_states():
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+
+def _set_rng_states(states) -> None:
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _check_trainer_state(state) -> dict:

@@ -235,3 +235,24 @@ def test_device_check_script_smoke(tmp_path):
     for result in report["knobs"].values():
         for dtype in ("float32", "bfloat16"):
             assert result[dtype]["max_abs_diff"] <= 1e-5 and result[dtype]["support_rows_differ"] == 0
+
+
+def test_reference_trainer_and_its_adapter_run_on_the_test_device():
+    # The reference trainer keeps rollouts where the model is; the adapter scores them there (METAHP_TEST_DEVICE).
+    import metahp
+    from metahp.grpo import GRPOTrainer
+    from metahp.models import char_tokenizer, tiny_model
+    from metahp.tasks import make_task
+
+    device = torch.device(os.environ.get("METAHP_TEST_DEVICE", "cpu"))
+    task = make_task("addition", difficulty=1)
+    tok = char_tokenizer(task.alphabet)
+    model = tiny_model(tok, hidden=32, layers=1, heads=2, seed=0).to(device)
+    trainer = GRPOTrainer(model, tok, task, prompts_per_step=3, num_generations=4, max_completion_tokens=4, seed=0)
+    adapter = metahp.adapt(trainer, knob=("temperature", "top_p"), updater="tampo")
+    rollout = trainer.generate()
+    assert rollout.logits.device.type == device.type and rollout.advantages.device.type == device.type
+    trainer.train(3, progress=False)
+    assert adapter.policies["temperature"].step == 3
+    assert all(torch.isfinite(torch.tensor([m["loss"], m["entropy"]])).all() for m in trainer.history)
+    assert set(trainer.evaluate(task.sample_prompts(4, rng=1, split="eval"), k=2)) >= {"greedy_accuracy", "pass@2"}

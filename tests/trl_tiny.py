@@ -52,7 +52,9 @@ def digit_reward(completions, **kwargs):
 def grpo_config(output_dir, **overrides):
     from trl import GRPOConfig
 
-    kwargs = dict(output_dir=str(output_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
+    # METAHP_TEST_DEVICE=cuda runs the TRL tests on a GPU (the device check); CI and the default are the CPU.
+    on_cpu = os.environ.get("METAHP_TEST_DEVICE", "cpu") == "cpu"
+    kwargs = dict(output_dir=str(output_dir), use_cpu=on_cpu, bf16=False, gradient_checkpointing=False,
                   report_to="none", per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
                   max_steps=2, learning_rate=1e-3, logging_steps=1, save_strategy="no", seed=0,
                   disable_tqdm=True, dataloader_num_workers=0)
