@@ -161,6 +161,11 @@ class TRLAdapter:
         self._wrap("_load_optimizer_and_scheduler", self._load_optimizer_and_scheduler)
         trainer._metahp_adapter = self
         self._condition()
+        if "temperature" in names and getattr(trainer.args, "use_adaptive_entropy", False):
+            warnings.warn("metahp: TRL's adaptive entropy controller (use_adaptive_entropy=True) measures the "
+                          "entropy at the temperature metahp draws for each batch, so it reacts to metahp's choice "
+                          "(a hot batch reads as high entropy and lowers the coefficient); see docs/trl.md.",
+                          stacklevel=3)
         dropout = _active_dropout(trainer.model)
         if dropout:
             warnings.warn(f"metahp: dropout is active while training ({', '.join(dropout)}; GRPOConfig.disable_dropout="

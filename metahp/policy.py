@@ -57,7 +57,8 @@ class MetaPolicy(ABC):
     @abstractmethod
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
                batch_size: int | None = None) -> dict[str, float]:
-        """Learn from one batch; return metrics named metahp/<knob>, metahp/prob/<v>, metahp/advantage/<v>."""
+        """Learn from one batch; return its metrics: metahp/<knob> (the value used), metahp/<knob>_mean,
+        metahp/prob/<v>, and metahp/advantage/<v> (per-candidate updaters) or metahp/bandit_reward (bandits)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -368,7 +369,8 @@ def check_seed(seed):
 
 def meta_policy(knob: str | Knob = "temperature", updater: str = "tampo", values=None, seed: int | None = 0,
                 *, reward: str | None = None, selection: str | None = None, **options) -> GridMetaPolicy:
-    """Build a meta-policy by name.
+    """Build a meta-policy by name. The default updater here is ``tampo`` (the paper's rule, exactly);
+    ``metahp.adapt`` on a trainer defaults to ``exp3`` instead, the rule the benchmarks favour (docs/benchmarks.md).
 
     >>> policy = meta_policy("temperature", "tampo", seed=0)   # TAMPO exactly: grid 0.6..1.5, alpha 0.05
     >>> policy.values[:3], policy.probs[:3]

@@ -106,9 +106,9 @@ def test_candidate_likelihoods_equal_the_knobs_on_full_logits(tmp_path):
     trainer.model.train()
     out = trainer._generate_and_score_completions(first_batch(trainer))
     assert adapter.likelihood_source == "generate"
-    informative = out["advantages"] != 0
+    informative = (out["advantages"] != 0).cpu()  # the adapter hands the meta-policy CPU tensors
     logp, adv, kw = used[0]
-    assert kw == {"batch_size": 4} and torch.equal(adv, out["advantages"][informative])
+    assert kw == {"batch_size": 4} and torch.equal(adv, out["advantages"].cpu()[informative])
     # the logits generate sampled from give the same l_ik as one forward pass over the finished sequences
     torch.testing.assert_close(logp, adapter.candidate_logprobs(out)[informative], atol=TOL, rtol=0)
     out = dict(out, advantages=out["advantages"].clone())
@@ -126,7 +126,7 @@ def test_candidate_likelihoods_equal_the_knobs_on_full_logits(tmp_path):
     adapter.apply(2.0)
     logps = trainer_logps(trainer, trainer.model, out)
     mask = out["completion_mask"].float()
-    torch.testing.assert_close(got[1:, 2], ((logps * mask).sum(1) / mask.sum(1))[1:], atol=TOL, rtol=0)
+    torch.testing.assert_close(got[1:, 2], ((logps * mask).sum(1) / mask.sum(1))[1:].cpu(), atol=TOL, rtol=0)
 
 
 def test_dropout_is_flagged_and_the_forward_path_scores_without_it(tmp_path):
@@ -139,7 +139,7 @@ def test_dropout_is_flagged_and_the_forward_path_scores_without_it(tmp_path):
         adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], seed=0, likelihoods="forward")
     trainer.model.train()
     out = trainer._generate_and_score_completions(first_batch(trainer))
-    informative = out["advantages"] != 0
+    informative = (out["advantages"] != 0).cpu()
     assert informative.any()
     first, second = adapter.candidate_logprobs(out), adapter.candidate_logprobs(out)
     assert trainer.model.training and all(m.training for m in trainer.model.modules())
@@ -152,6 +152,11 @@ def test_dropout_is_flagged_and_the_forward_path_scores_without_it(tmp_path):
         logits = trainer.model(input_ids=ids, attention_mask=attention).logits[:, -n - 1:-1]
     want = adapter.policy.knob.sequence_logprobs(logits, out["completion_ids"], out["completion_mask"])
     torch.testing.assert_close(first[informative], want[informative], atol=TOL, rtol=0)
+
+
+def test_adaptive_entropy_controller_with_an_adapted_temperature_is_flagged(tmp_path):
+    with pytest.warns(UserWarning, match="adaptive entropy"):
+        metahp.adapt(trl_tiny.grpo_trainer(tmp_path, use_adaptive_entropy=True), seed=0)
 
 
 def test_no_dropout_warning_without_dropout(tmp_path, recwarn):

@@ -86,8 +86,8 @@ def full_logits(model, out):
 def assert_scored_like(knob, logits, out, used):
     """What the meta-policy was handed equals ``knob.sequence_logprobs`` on the full raw logits (informative rows)."""
     logp, adv, kwargs = used
-    informative = out["advantages"] != 0
-    assert kwargs == {"batch_size": len(out["advantages"])} and torch.equal(adv, out["advantages"][informative])
+    informative = (out["advantages"] != 0).cpu()  # the adapter hands the meta-policy CPU tensors
+    assert kwargs == {"batch_size": len(out["advantages"])} and torch.equal(adv, out["advantages"].cpu()[informative])
     want = knob.sequence_logprobs(logits, out["completion_ids"], out["completion_mask"])[informative]
     assert torch.equal(torch.isinf(logp), torch.isinf(want))
     torch.testing.assert_close(logp[torch.isfinite(want)], want[torch.isfinite(want)], atol=TOL, rtol=0)
@@ -199,7 +199,8 @@ def test_vllm_generation_object_samples_with_each_value(tmp_path):
         tokens = out["completion_ids"][mask]
         untruncated = Temperature([0.8]).token_logprobs(logits[mask], tokens)[:, 0]
         truncated = TopP([h["value"]], temperature=0.8).token_logprobs(logits[mask], tokens)[:, 0]
-        log_kept = torch.zeros(mask.shape).masked_scatter(mask, untruncated - truncated).sum(1, keepdim=True)
+        log_kept = torch.zeros(mask.shape, device=mask.device).masked_scatter(mask, untruncated - truncated).sum(
+            1, keepdim=True)
         torch.testing.assert_close(out["importance_sampling_ratio"], log_kept.exp(), atol=1e-4, rtol=1e-3)
         assert (log_kept < -1e-3).any() == (h["value"] < 1.0)
 
