@@ -94,9 +94,9 @@ def likelihood_grid(batch: int, length: int, vocabs, candidates, repeats: int) -
 
 def trainer_share(candidates, steps: int, warm: dict, prompts: int, generations: int) -> list[dict]:
     import metahp
-    from metahp.grpo import GRPOTrainer
-    from metahp.tasks import make_task
-    from metahp.warmstart import build_warm_policy
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.tasks import make_task
+    from metahp.lab.warmstart import build_warm_policy
 
     task = make_task("addition", None, 0)
     rows = []

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from metahp.grpo import GRPOTrainer
 from metahp.knobs import MinP, Temperature, TopK, TopP
-from metahp.models import load_model
-from metahp.tasks import make_task
+from metahp.lab.grpo import GRPOTrainer
+from metahp.lab.models import load_model
+from metahp.lab.tasks import make_task
 
 
 def main(argv=None) -> dict:

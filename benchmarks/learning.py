@@ -5,7 +5,7 @@ strategy with the same steps, prompts per step and completions per prompt:
 
 - fixed temperatures 0.6, 0.8, 1.0, 1.2, 1.5;
 - schedules: linear 0.9 -> 1.5 over the run (the TAMPO paper's heuristic), linear 1.5 -> 0.6;
-- an entropy-target controller (metahp.baselines.EntropyTarget: holds the first batch's token entropy at T=1.0,
+- an entropy-target controller (metahp.lab.baselines.EntropyTarget: holds the first batch's token entropy at T=1.0,
   T bounded to [0.5, 1.6]);
 - metahp's updaters through ``metahp.adapt(trainer, updater=...)`` with their DEFAULT hyperparameters and the
   default grid 0.6..1.5 (nothing tuned on these seeds).
@@ -104,13 +104,13 @@ def load_policy(job: dict, task):
 
     A pretrained model (``job["model"]``, e.g. ``"smollm2"``) gets no supervised warm start: GRPO starts from what
     it already knows, as a user's run would."""
-    from metahp.warmstart import build_warm_policy
+    from metahp.lab.warmstart import build_warm_policy
 
     if job.get("model", "tiny") == "tiny":
         return build_warm_policy(task, seed=job["seed"], progress=False, **job.get("warm", {}))
     from transformers.utils import logging as hf_logging
 
-    from metahp.models import load_model
+    from metahp.lab.models import load_model
 
     # the "Loading weights" bar, once per run, would bury the runs bar (transformers' GGUF conversion bar is a
     # plain tqdm that no setting turns off without turning off ours too)
@@ -131,8 +131,8 @@ def trainer_settings(job: dict, task) -> dict:
 def prepare(job: dict) -> dict:
     """Warm start for one (task, seed) (built or read from the cache) and its held-out score before GRPO."""
     _init_worker(job.get("threads", 1))
-    from metahp.grpo import GRPOTrainer
-    from metahp.tasks import make_task
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.tasks import make_task
 
     path = Path(job["out"]) / "warm" / f"{job['task']}__seed{job['seed']}.json"
     if path.exists():
@@ -153,9 +153,9 @@ def run_one(job: dict) -> dict:
     """One GRPO run of one strategy from the (cached) warm start; writes and returns its JSON record."""
     _init_worker(job.get("threads", 1))
     import metahp
-    from metahp.baselines import EntropyTarget, LinearSchedule
-    from metahp.grpo import GRPOTrainer
-    from metahp.tasks import make_task
+    from metahp.lab.baselines import EntropyTarget, LinearSchedule
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.tasks import make_task
 
     task_name, strategy, seed, steps = job["task"], job["strategy"], job["seed"], job["steps"]
     task = make_task(task_name, None, seed)
@@ -177,7 +177,7 @@ def run_one(job: dict) -> dict:
     start = time.perf_counter()
     after = trainer.evaluate(eval_set, k=job["k"])
     if hasattr(task, "instruction"):  # tasks mixing instructions (rare_skill): greedy accuracy per instruction
-        from metahp.warmstart import greedy_accuracy
+        from metahp.lab.warmstart import greedy_accuracy
 
         kinds = sorted({task.instruction(p) for p in eval_set})
         after["greedy_by_instruction"] = {

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metahp.tasks import Addition, Problem
+from metahp.lab.tasks import Addition, Problem
 
 
 def carries(a: int, b: int) -> bool:
@@ -53,8 +53,8 @@ class CarryAddition(Addition):
 def run(job: dict) -> dict:
     import torch
 
-    from metahp.grpo import GRPOTrainer
-    from metahp.warmstart import build_warm_policy
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.warmstart import build_warm_policy
 
     torch.set_num_threads(1)
     warm_task = CarryAddition(job["difficulty"], job["seed"], with_carry=False)

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 import metahp
-from metahp.synthetic import SyntheticRollouts, group_advantages
+from metahp.lab.grpo import group_advantages
+from metahp.lab.synthetic import SyntheticRollouts
 
 policy = metahp.meta_policy(knob="temperature", updater="tampo", seed=0)  # TAMPO exactly
 env = SyntheticRollouts(seed=0)  # success is likelier when sampling cool

@@ -8,9 +8,9 @@ import argparse
 import numpy as np
 
 import metahp
-from metahp.grpo import GRPOTrainer
-from metahp.tasks import make_task
-from metahp.warmstart import build_warm_policy
+from metahp.lab.grpo import GRPOTrainer
+from metahp.lab.tasks import make_task
+from metahp.lab.warmstart import build_warm_policy
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=150, help="GRPO steps (one generation batch each)")

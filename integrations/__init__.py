@@ -13,7 +13,7 @@ from metahp.errors import ConfigError
 
 # module name -> what it adapts (for the error message); tried in order.
 ADAPTERS = {
-    "metahp.integrations.reference": "metahp.training.GRPOTrainer (metahp's reference GRPO loop)",
+    "metahp.integrations.reference": "metahp.lab.grpo.GRPOTrainer (metahp's reference GRPO loop)",
     "metahp.integrations.trl": "trl.GRPOTrainer",
 }
 

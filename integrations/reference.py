@@ -1,4 +1,4 @@
-"""Adapter for metahp's own reference GRPO trainer (metahp.grpo.GRPOTrainer).
+"""Adapter for metahp's own reference GRPO trainer (metahp.lab.grpo.GRPOTrainer).
 
 The trainer asks the adapter for the knobs of each generation batch and hands back the batch, whose raw
 sampling logits are already at hand: the meta-update costs no extra forward pass.
@@ -22,7 +22,7 @@ from metahp.state import load_policies, require_keys
 
 
 def supports(trainer) -> bool:
-    from metahp.grpo import GRPOTrainer
+    from metahp.lab.grpo import GRPOTrainer
 
     return isinstance(trainer, GRPOTrainer)
 

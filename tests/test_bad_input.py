@@ -71,9 +71,9 @@ def state(**edits):
 
 @functools.cache
 def _reference_parts():
-    from metahp.grpo import GRPOTrainer
-    from metahp.models import char_tokenizer, tiny_model
-    from metahp.tasks import make_task
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.models import char_tokenizer, tiny_model
+    from metahp.lab.tasks import make_task
 
     task = make_task("addition", difficulty=1)
     return GRPOTrainer, char_tokenizer, tiny_model, task

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import metahp
-from metahp.cli import main
-from metahp.demo import DemoSettings
+from metahp.lab.cli import main
+from metahp.lab.demo import DemoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_demo_shows_adapts_default_updater_and_updater_chooses_another(monkeypat
     default = inspect.signature(metahp.adapt).parameters["updater"].default
     assert DemoSettings().updater == default
     seen = []
-    monkeypatch.setattr("metahp.demo.run_demo", lambda settings, progress: seen.append(settings.updater))
+    monkeypatch.setattr("metahp.lab.demo.run_demo", lambda settings, progress: seen.append(settings.updater))
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # the demo command's, for a real run only
     assert main(["demo", "--no-progress"]) == 0
     assert main(["demo", "--no-progress", "--updater", "tampo"]) == 0

@@ -240,9 +240,9 @@ def test_device_check_script_smoke(tmp_path):
 def test_reference_trainer_and_its_adapter_run_on_the_test_device():
     # The reference trainer keeps rollouts where the model is; the adapter scores them there (METAHP_TEST_DEVICE).
     import metahp
-    from metahp.grpo import GRPOTrainer
-    from metahp.models import char_tokenizer, tiny_model
-    from metahp.tasks import make_task
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.models import char_tokenizer, tiny_model
+    from metahp.lab.tasks import make_task
 
     device = torch.device(os.environ.get("METAHP_TEST_DEVICE", "cpu"))
     task = make_task("addition", difficulty=1)

@@ -8,10 +8,9 @@ import torch
 
 import metahp
 from metahp import ConfigError, StateError
-from metahp.grpo import GRPOTrainer, pass_at_k
-from metahp.models import char_tokenizer, tiny_model
-from metahp.synthetic import group_advantages
-from metahp.tasks import make_task
+from metahp.lab.grpo import GRPOTrainer, group_advantages, pass_at_k
+from metahp.lab.models import char_tokenizer, tiny_model
+from metahp.lab.tasks import make_task
 
 TASK = make_task("addition", difficulty=1)
 

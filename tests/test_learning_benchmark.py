@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from metahp.baselines import EntropyTarget, LinearSchedule, mean_token_entropy
 from metahp.errors import ConfigError
+from metahp.lab.baselines import EntropyTarget, LinearSchedule, mean_token_entropy
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -136,7 +136,7 @@ def test_smoke_writes_runs_report_and_figures(learning, tmp_path, monkeypatch):
 def test_pretrained_model_runs_without_a_warm_start(learning, tmp_path, monkeypatch):
     """--model <folder> (the path SmolLM2 takes): the model is used as saved, with the given learning rate and
     completion length; nothing is warm-started or cached."""
-    from metahp.models import load_model, save
+    from metahp.lab.models import load_model, save
 
     monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
     model, tokenizer = load_model("tiny", seed=3)

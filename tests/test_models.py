@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from metahp.errors import ConfigError
-from metahp.models import char_tokenizer, load, load_model, save, tiny_model
-from metahp.tasks import ALL_TASKS_ALPHABET, TASKS, make_task
+from metahp.lab.models import char_tokenizer, load, load_model, save, tiny_model
+from metahp.lab.tasks import ALL_TASKS_ALPHABET, TASKS, make_task
 
 
 @pytest.fixture(scope="module")

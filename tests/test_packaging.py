@@ -43,3 +43,20 @@ def test_built_wheel_contains_and_imports_metahp_integrations(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     package, integrations = run_python(PROBE, cwd=tmp_path, env=env)
     assert Path(package).is_relative_to(site) and Path(integrations).is_relative_to(site)
+
+
+def test_the_core_imports_no_framework_and_never_the_lab(tmp_path):
+    # The core is numpy + torch (+ scipy, pydantic): `import metahp` must not pull in a trainer's framework, the
+    # plotting stack or the lab. tqdm is compared with what `import torch` alone loads (torch imports it itself).
+    probe = ("import sys; import {}; print(' '.join(m for m in ('transformers', 'trl', 'gymnasium', 'matplotlib', "
+             "'tqdm', 'datasets', 'accelerate', 'metahp.lab') if m in sys.modules))")
+    torch_only = set(run_python(probe.format("torch"), cwd=tmp_path))
+    core = set(run_python(probe.format("metahp"), cwd=tmp_path))
+    assert core - torch_only == set(), f"import metahp loaded {sorted(core - torch_only)}"
+    assert not {"transformers", "trl", "gymnasium", "matplotlib", "metahp.lab"} & core
+
+
+def test_no_core_module_imports_the_lab():
+    core = [p for p in (ROOT / "metahp").rglob("*.py") if "lab" not in p.relative_to(ROOT / "metahp").parts]
+    offenders = [str(p.relative_to(ROOT)) for p in core if "metahp.lab" in p.read_text()]
+    assert not offenders, f"core modules that import the lab: {offenders}"

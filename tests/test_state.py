@@ -189,9 +189,9 @@ def test_an_interrupted_folder_swap_points_to_the_previous_checkpoint(tmp_path, 
 
 
 def _reference():
-    from metahp.grpo import GRPOTrainer
-    from metahp.models import char_tokenizer, tiny_model
-    from metahp.tasks import make_task
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.models import char_tokenizer, tiny_model
+    from metahp.lab.tasks import make_task
 
     task = make_task("addition", difficulty=1)
 
@@ -227,7 +227,7 @@ def test_reference_crash_while_saving_keeps_the_previous_checkpoint_whole(tmp_pa
     t = make()
     metahp.adapt(t)
     t.train(1, output_dir=tmp_path, progress=False)  # checkpoint at step 1
-    import metahp.grpo as grpo
+    import metahp.lab.grpo as grpo
 
     real = grpo.write_json_atomic
 

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metahp.errors import ConfigError, InputError
-from metahp.tasks import TASKS, Countdown, Problem, RareSkill, WordArithmetic, env_id, make_env, make_task, split_of
-from metahp.tasks.countdown import evaluate
-from metahp.tasks.word_arithmetic import EXAMPLE
+from metahp.lab.tasks import TASKS, Countdown, Problem, RareSkill, WordArithmetic, env_id, make_env, make_task, split_of
+from metahp.lab.tasks.countdown import evaluate
+from metahp.lab.tasks.word_arithmetic import EXAMPLE
 
 NAMES = sorted(TASKS)
 
@@ -280,7 +280,7 @@ def test_word_arithmetic_rejects_near_misses(completion):
 
 
 def test_word_arithmetic_stays_out_of_the_char_vocabulary():
-    from metahp.tasks import ALL_TASKS_ALPHABET
+    from metahp.lab.tasks import ALL_TASKS_ALPHABET
 
     assert not WordArithmetic.char_level and all(TASKS[n].char_level for n in TASKS if n != "word_arithmetic")
     assert "N" not in ALL_TASKS_ALPHABET and "N" in WordArithmetic().alphabet

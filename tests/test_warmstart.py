@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-import metahp.warmstart as ws
+import metahp.lab.warmstart as ws
 from metahp.errors import ConfigError
-from metahp.models import char_tokenizer, tiny_model
-from metahp.tasks import make_task
-from metahp.warmstart import build_warm_policy, cache_dir, greedy_accuracy, greedy_completions, warm_start
+from metahp.lab.models import char_tokenizer, tiny_model
+from metahp.lab.tasks import make_task
+from metahp.lab.warmstart import build_warm_policy, cache_dir, greedy_accuracy, greedy_completions, warm_start
 
 TASK = make_task("addition", difficulty=1)
 TINY = {"hidden": 32, "layers": 1, "heads": 2}

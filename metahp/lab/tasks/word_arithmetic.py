@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from metahp.tasks.base import Problem, Task
+from metahp.lab.tasks.base import Problem, Task
 
 NAMES = ("Ana", "Ben", "Eva", "Kim", "Leo", "Li", "Maya", "Omar", "Sara", "Tom")
 ITEMS = ("apples", "books", "cards", "coins", "pens", "shells", "stamps", "stones")

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from metahp.errors import ConfigError
-from metahp.tasks.base import Problem, Task
-from metahp.tasks.strings import LETTERS
+from metahp.lab.tasks.base import Problem, Task
+from metahp.lab.tasks.strings import LETTERS
 
 INSTRUCTIONS = {"rev": lambda s: s[::-1], "revs": lambda s: s[::-1] + "s"}
 COMMON, RARE = "rev", "revs"

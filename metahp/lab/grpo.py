@@ -42,7 +42,6 @@ from metahp.state import (
     require_keys,
     write_json_atomic,
 )
-from metahp.synthetic import group_advantages
 
 
 class GRPOConfig(BaseModel):
@@ -101,6 +100,13 @@ class KnobController(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """GRPO advantages A = (r - mean_group r) / std_group r for rewards [P, G]; 0 where a group is uniform."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, unbiased=False)
+    return torch.where(std > 0, (rewards - mean) / std.clamp(min=1e-8), torch.zeros_like(rewards))
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
     if n - c < k:
@@ -109,7 +115,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 class GRPOTrainer:
-    """GRPO on a ``metahp.tasks`` task with a causal LM from transformers.
+    """GRPO on a ``metahp.lab.tasks`` task with a causal LM from transformers.
 
     >>> trainer = GRPOTrainer(model, tokenizer, make_task("addition"), GRPOConfig(seed=0))
     >>> adapter = metahp.adapt(trainer, knob="temperature")   # optional: learn the temperature

@@ -7,14 +7,14 @@ import sys
 
 import numpy as np
 
-from metahp.demo import DemoSettings
 from metahp.errors import MetaHPError
+from metahp.lab.demo import DemoSettings
 
 
 def synthetic(args: argparse.Namespace) -> int:
     """Several updaters side by side on synthetic rollouts (no model): a numeric look at the meta-update."""
     from metahp import meta_policy
-    from metahp.synthetic import run
+    from metahp.lab.synthetic import run
 
     print(f"synthetic rollouts, {args.steps} steps, seed {args.seed}: success is likelier when sampling cool\n")
     print(f"{'updater':<20}{'mean reward':>12}{'E[T] at end':>13}   distribution over 0.6 ... 1.5 at the end")
@@ -28,7 +28,7 @@ def synthetic(args: argparse.Namespace) -> int:
 
 
 def run_demo_doc() -> str:
-    from metahp import demo
+    from metahp.lab import demo
 
     return demo.__doc__
 
@@ -36,7 +36,7 @@ def run_demo_doc() -> str:
 def demo_command(args: argparse.Namespace) -> int:
     import torch
 
-    from metahp.demo import run_demo
+    from metahp.lab.demo import run_demo
 
     if args.model == "tiny":
         # A tiny model's ops are too small to split across threads: one thread ran its GRPO steps faster here.

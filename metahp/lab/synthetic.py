@@ -13,14 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from metahp.lab.grpo import group_advantages
 from metahp.policy import MetaPolicy
-
-
-def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
-    """GRPO advantages A = (r - mean_group r) / std_group r for rewards [P, G]; 0 where a group is uniform."""
-    mean = rewards.mean(dim=1, keepdim=True)
-    std = rewards.std(dim=1, keepdim=True, unbiased=False)
-    return torch.where(std > 0, (rewards - mean) / std.clamp(min=1e-8), torch.zeros_like(rewards))
 
 
 @dataclass

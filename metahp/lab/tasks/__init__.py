@@ -5,7 +5,7 @@ One file per task family; add the class to ``TASKS`` below and it is registered 
 
 Example::
 
-    from metahp.tasks import make_task
+    from metahp.lab.tasks import make_task
     task = make_task("addition", difficulty=3, seed=0)
     problems = task.sample_prompts(8, rng=0, split="train")
     rewards = [task.reward(p, task.demonstration(p)) for p in problems]   # all 1.0
@@ -19,12 +19,12 @@ from __future__ import annotations
 import gymnasium
 
 from metahp.errors import ConfigError
-from metahp.tasks.addition import Addition
-from metahp.tasks.base import Problem, Task, TextEnv, split_of
-from metahp.tasks.countdown import Countdown
-from metahp.tasks.rare_skill import RareSkill
-from metahp.tasks.strings import Reverse, Sort
-from metahp.tasks.word_arithmetic import WordArithmetic
+from metahp.lab.tasks.addition import Addition
+from metahp.lab.tasks.base import Problem, Task, TextEnv, split_of
+from metahp.lab.tasks.countdown import Countdown
+from metahp.lab.tasks.rare_skill import RareSkill
+from metahp.lab.tasks.strings import Reverse, Sort
+from metahp.lab.tasks.word_arithmetic import WordArithmetic
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort, RareSkill,
                                                           WordArithmetic)}
@@ -61,7 +61,7 @@ def env_id(name: str) -> str:
 for _name in TASKS:
     # Guarded so a module reload does not trigger gymnasium's "overriding environment" warning.
     if env_id(_name) not in gymnasium.registry:
-        gymnasium.register(id=env_id(_name), entry_point="metahp.tasks:make_env", kwargs={"task": _name})
+        gymnasium.register(id=env_id(_name), entry_point="metahp.lab.tasks:make_env", kwargs={"task": _name})
 
 __all__ = [
     "ALL_TASKS_ALPHABET", "TASKS", "Addition", "Countdown", "Problem", "RareSkill", "Reverse", "Sort", "Task",

@@ -63,7 +63,7 @@ class RunResult:
 
 def _grpo_run(name, model, tokenizer, task, settings: DemoSettings, eval_set, before, adapt: bool, progress: bool
               ) -> RunResult:
-    from metahp.grpo import GRPOTrainer
+    from metahp.lab.grpo import GRPOTrainer
 
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=settings.prompts_per_step,
                           num_generations=settings.num_generations, temperature=settings.fixed_temperature,
@@ -79,9 +79,9 @@ def _grpo_run(name, model, tokenizer, task, settings: DemoSettings, eval_set, be
 
 def run_demo(settings: DemoSettings, progress: bool = True) -> dict:
     """Run the comparison; returns the summary also written to output_dir/summary.json."""
-    from metahp.grpo import GRPOTrainer
-    from metahp.tasks import make_task
-    from metahp.warmstart import build_warm_policy
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.tasks import make_task
+    from metahp.lab.warmstart import build_warm_policy
 
     out = Path(settings.output_dir)
     if out.exists() and any((out / name / "metrics.jsonl").exists() for name in ("adaptive", "fixed")):

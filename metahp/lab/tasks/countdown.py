@@ -21,7 +21,7 @@ from collections import Counter
 import numpy as np
 
 from metahp.errors import InputError
-from metahp.tasks.base import Problem, Task
+from metahp.lab.tasks.base import Problem, Task
 
 _TOKEN = re.compile(r"[1-9][0-9]*|0|[-+*()]")
 _ALLOWED = frozenset("0123456789+-*()")

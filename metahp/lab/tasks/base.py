@@ -7,7 +7,7 @@ environment whose observation is the prompt and whose action is the completion.
 Every problem belongs to exactly one split, decided by a hash of its prompt, so the train and eval splits never
 share a problem whatever the seed:
 
-    >>> from metahp.tasks import make_task
+    >>> from metahp.lab.tasks import make_task
     >>> task = make_task("addition", difficulty=2)
     >>> p = task.sample_prompts(1, rng=0, split="eval")[0]
     >>> task.reward(p, task.demonstration(p))

@@ -8,7 +8,7 @@ the task, the model's config and initial weights, the seed and the settings, so 
 
 Example::
 
-    from metahp.warmstart import build_warm_policy
+    from metahp.lab.warmstart import build_warm_policy
     model, tokenizer, info = build_warm_policy("addition", difficulty=2, seed=0)
     info["pass_rate"], info["cached"]
 """
@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from metahp.errors import ConfigError
-from metahp.tasks import Problem, Task, make_task
+from metahp.lab.tasks import Problem, Task, make_task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -311,7 +311,7 @@ def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast,
                      path: Path) -> Path:
     """Write the checkpoint to a temp folder next to ``path`` and rename it into place, so a reader never sees
     a half-written checkpoint and two concurrent writers do not mix files."""
-    from metahp.models import save
+    from metahp.lab.models import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -346,7 +346,7 @@ def build_warm_policy(
     heads, seeded by ``seed``); ``"smollm2"`` or a local folder loads that model instead.
     Example: ``model, tok, info = build_warm_policy("addition", difficulty=2, seed=0)``.
     """
-    from metahp.models import char_tokenizer, load_model, tiny_model
+    from metahp.lab.models import char_tokenizer, load_model, tiny_model
 
     task = make_task(task_name, difficulty, seed)
     if model == "tiny":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metahp.tasks.base import Problem, Task
+from metahp.lab.tasks.base import Problem, Task
 
 LETTERS = "abcdefghijklmnop"
 
