@@ -18,32 +18,48 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def learning():
+    """The command line (benchmarks/learning.py), loaded from its file; it puts benchmarks/ on sys.path so that its
+    modules (learning_run, learning_stats, learning_report, learning_figures) import as they do under the script."""
     spec = importlib.util.spec_from_file_location("learning_benchmark", BENCH / "learning.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_mean_ci_matches_t_interval_by_hand(learning):
+@pytest.fixture(scope="module")
+def stats(learning):
+    import learning_stats
+
+    return learning_stats
+
+
+@pytest.fixture(scope="module")
+def report(learning):
+    import learning_report
+
+    return learning_report
+
+
+def test_mean_ci_matches_t_interval_by_hand(stats):
     # x = 1, 2, 3, 4, 5: mean 3, sd sqrt(2.5), t_{0.975, 4} = 2.776445
-    mean, lo, hi = learning.mean_ci([1, 2, 3, 4, 5])
+    mean, lo, hi = stats.mean_ci([1, 2, 3, 4, 5])
     half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
     assert mean == 3 and lo == pytest.approx(3 - half) and hi == pytest.approx(3 + half)
-    assert learning.mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
-    m, lo, hi = learning.mean_ci([0.4])
+    assert stats.mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    m, lo, hi = stats.mean_ci([0.4])
     assert m == 0.4 and math.isnan(lo) and math.isnan(hi)
 
 
-def test_ranks_best_first_ties_averaged(learning):
-    assert learning.ranks({"a": 0.2, "b": 0.5, "c": 0.2, "d": 0.1}) == {"a": 2.5, "b": 1.0, "c": 2.5, "d": 4.0}
+def test_ranks_best_first_ties_averaged(stats):
+    assert stats.ranks({"a": 0.2, "b": 0.5, "c": 0.2, "d": 0.1}) == {"a": 2.5, "b": 1.0, "c": 2.5, "d": 4.0}
 
 
-def test_paired_diff_uses_common_seeds_only(learning):
+def test_paired_diff_uses_common_seeds_only(stats):
     a = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.9}
     b = {0: 0.4, 1: 0.4, 2: 0.4}
-    mean, lo, hi, n = learning.paired_diff(a, b)
+    mean, lo, hi, n = stats.paired_diff(a, b)
     assert n == 3 and mean == pytest.approx(0.2)
-    assert (mean, lo, hi) == pytest.approx(learning.mean_ci([0.1, 0.2, 0.3]))
+    assert (mean, lo, hi) == pytest.approx(stats.mean_ci([0.1, 0.2, 0.3]))
 
 
 def _run(task, strategy, seed, acc, auc, k=8):
@@ -52,12 +68,12 @@ def _run(task, strategy, seed, acc, auc, k=8):
             "series": {"temperature": [1.0] * 10, "reward": [auc] * 10}, "train_s": 1.0, "eval_s": 0.1}
 
 
-def test_summarize_picks_best_fixed_and_pairs_by_seed(learning):
+def test_summarize_picks_best_fixed_and_pairs_by_seed(stats, report):
     runs = []
     for seed, (lo_t, hi_t, ad) in enumerate([(0.30, 0.40, 0.45), (0.32, 0.38, 0.43), (0.28, 0.42, 0.50)]):
         runs += [_run("addition", "fixed_0.6", seed, lo_t, 0.1), _run("addition", "fixed_1", seed, hi_t, 0.2),
                  _run("addition", "tampo", seed, ad, 0.3)]
-    summary = learning.summarize(runs)["addition"]
+    summary = stats.summarize(runs)["addition"]
     acc = summary["greedy_accuracy"]
     assert acc["best_fixed"] == "fixed_1"
     assert acc["stats"]["tampo"]["rank"] == 1 and acc["stats"]["fixed_0.6"]["rank"] == 3
@@ -65,11 +81,11 @@ def test_summarize_picks_best_fixed_and_pairs_by_seed(learning):
     assert diff["pairs"] == 3 and diff["mean"] == pytest.approx(np.mean([0.05, 0.05, 0.08]))
     assert summary["fixed_spread"] == pytest.approx(0.4 - 0.3)
     assert summary["pass@k"]["stats"]["tampo"]["mean"] == pytest.approx(np.mean([0.55, 0.53, 0.60]))
-    text = learning.format_report({"addition": summary})
+    text = report.format_report({"addition": summary})
     assert "| tampo |" in text and "(best fixed)" in text
 
 
-def test_reward_by_phase_finds_a_moving_leader(learning):
+def test_reward_by_phase_finds_a_moving_leader(stats):
     """Hot leads the first half, cool the second: the phase table must name a different fixed leader per half."""
     def run(seed, first, second):
         return {"series": {"reward": [first + 0.01 * seed] * 10 + [second + 0.01 * seed] * 10}}
@@ -77,7 +93,7 @@ def test_reward_by_phase_finds_a_moving_leader(learning):
     by_strategy = {"fixed_0.6": {s: run(s, 0.1, 0.9) for s in range(3)},
                    "fixed_1.5": {s: run(s, 0.5, 0.6) for s in range(3)},
                    "tampo": {s: run(s, 0.5, 0.9) for s in range(3)}}
-    phases = learning.reward_by_phase(by_strategy, phases=2)
+    phases = stats.reward_by_phase(by_strategy, phases=2)
     assert phases["fixed_leader"] == ["fixed_1.5", "fixed_0.6"]  # adaptive strategies never lead the fixed list
     assert phases["stats"]["tampo"][1]["mean"] == pytest.approx(0.91)
     assert phases["stats"]["fixed_0.6"][0]["lo"] < 0.11 < phases["stats"]["fixed_0.6"][0]["hi"]

@@ -1,0 +1,272 @@
+"""One run of the learning benchmark: its settings (``Args``), the strategies it compares (``Strategy``), the warm
+start it starts from (``prepare``), the run itself (``run_one``) and the process pool that runs many (``map_jobs``).
+
+Nothing here imports torch at module level: the parent process only plans and reports; each worker imports what a
+run needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "learning"
+TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill", "word_arithmetic")
+FIXED = (0.6, 0.8, 1.0, 1.2, 1.5)
+UPDATERS = ("tampo", "softmax_gradient", "exp3", "sliding_window_ucb", "thompson")
+
+
+# -- the strategies ---------------------------------------------------------------------------------------------
+@dataclass
+class Strategy:
+    """How one run sets the sampling temperature."""
+
+    name: str
+    """its name in file names, tables, figures and ``--strategies``"""
+    kind: str
+    """``"fixed"`` (one temperature throughout), ``"schedule"`` (linear in the step), ``"entropy"`` (an
+    entropy-target controller) or ``"metahp"`` (a metahp updater through ``metahp.adapt``); the figures colour by it"""
+    value: float | None = None
+    """fixed: the temperature"""
+    start: float | None = None
+    """schedule: the temperature at the first step"""
+    end: float | None = None
+    """schedule: the temperature at the last step"""
+    updater: str | None = None
+    """metahp: the updater's name"""
+    options: dict = field(default_factory=dict)
+    """metahp: options passed to ``metahp.adapt`` (empty: the updater's defaults, nothing tuned on these seeds)"""
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    *(Strategy(f"fixed_{t:g}", "fixed", value=t) for t in FIXED),
+    Strategy("ramp_0.9_1.5", "schedule", start=0.9, end=1.5),  # the TAMPO paper's heuristic
+    Strategy("ramp_1.5_0.6", "schedule", start=1.5, end=0.6),
+    Strategy("entropy_target", "entropy"),
+    *(Strategy(u, "metahp", updater=u) for u in UPDATERS),
+)}
+
+
+def kind_of(strategy: str) -> str:
+    """The kind of a strategy by name; "" for a name no longer in STRATEGIES (an old run file)."""
+    return STRATEGIES[strategy].kind if strategy in STRATEGIES else ""
+
+
+# -- the settings -----------------------------------------------------------------------------------------------
+@dataclass
+class Args:
+    """The benchmark's settings: one field per command-line option (``--first-seed`` is ``first_seed``)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(TASKS[:4]))
+    """tasks to train on; default: the four fixed-difficulty tasks; rare_skill is the moving-optimum task (issue 7)"""
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    """strategies to compare, by name (keys of STRATEGIES); default: all of them"""
+    seeds: int = 5
+    """number of seeds: FIRST_SEED .. FIRST_SEED + SEEDS - 1; each seed has its own warm start and held-out problems"""
+    first_seed: int = 0
+    """the first seed, e.g. 100 for tuning seeds kept apart from 0..4"""
+    steps: int = 300
+    """GRPO steps per run"""
+    prompts_per_step: int = 8
+    """prompts per GRPO step"""
+    num_generations: int = 8
+    """completions per prompt"""
+    eval_problems: int = 256
+    """held-out problems per seed (the same for every strategy)"""
+    k: int = 8
+    """k of the held-out pass@k, sampled at T = 1"""
+    workers: int = 2
+    """processes running runs in parallel (1: in this process)"""
+    threads: int = 1
+    """torch threads per worker"""
+    model: str = "tiny"
+    """'tiny' (warm-started per task and seed) or a pretrained model such as 'smollm2' (or a saved folder), used as
+    it is"""
+    learning_rate: float | None = None
+    """GRPO learning rate; default: GRPOConfig's (tuned for tiny)"""
+    max_completion_tokens: int | None = None
+    """completion length; default: the task's longest answer in characters + 1 (one token per character)"""
+    out: Path = DEFAULT_OUT
+    """results folder: runs/ and warm/ (one JSON per run and per warm start), report.md, summary.json, figures"""
+    report_only: bool = False
+    """rebuild tables and figures from <out>/runs; run nothing"""
+    smoke: bool = False
+    """1 task, 2 strategies, 1 seed, 3 steps, tiny eval"""
+    warm: dict = field(default_factory=dict)
+    """not an option: settings for the tiny model's warm start (``build_warm_policy``); --smoke makes it tiny"""
+
+
+# -- files ------------------------------------------------------------------------------------------------------
+def run_path(out: Path, task: str, strategy: str, seed: int) -> Path:
+    return out / "runs" / f"{task}__{strategy}__seed{seed}.json"
+
+
+def write_json(path: Path, data) -> None:
+    """Write atomically: a reader (or a resumed run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+# -- the starting point -----------------------------------------------------------------------------------------
+def _init_worker(threads: int = 1):
+    import torch
+
+    torch.set_num_threads(threads)  # tiny models: one thread per process is fastest; two processes use both cores
+
+
+def load_policy(args: Args, task, seed: int):
+    """The policy a run starts from: the cached warm start of the tiny model, or a pretrained model as it is.
+
+    A pretrained model (``args.model``, e.g. ``"smollm2"``) gets no supervised warm start: GRPO starts from what it
+    already knows, as a user's run would."""
+    from metahp.lab.warmstart import build_warm_policy
+
+    if args.model == "tiny":
+        return build_warm_policy(task, seed=seed, progress=False, **args.warm)
+    from transformers.utils import logging as hf_logging
+
+    from metahp.lab.models import load_model
+
+    # the "Loading weights" bar, once per run, would bury the runs bar (transformers' GGUF conversion bar is a
+    # plain tqdm that no setting turns off without turning off ours too)
+    hf_logging.disable_progress_bar()
+    model, tokenizer = load_model(args.model)
+    return model, tokenizer, {"model": args.model, "warm_start": None}
+
+
+def trainer_settings(args: Args, task, seed: int) -> dict:
+    """GRPO settings shared by every run of a (task, seed) (a pretrained model needs its own learning rate and
+    length)."""
+    settings = {"max_completion_tokens": args.max_completion_tokens or task.max_completion_chars + 1, "seed": seed}
+    if args.learning_rate:
+        settings["learning_rate"] = args.learning_rate
+    return settings
+
+
+def prepare(args: Args, task_name: str, seed: int) -> dict:
+    """Warm start for one (task, seed) (built or read from the cache) and its held-out score before GRPO."""
+    _init_worker(args.threads)
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.tasks import make_task
+
+    path = Path(args.out) / "warm" / f"{task_name}__seed{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    task = make_task(task_name, None, seed)
+    model, tokenizer, info = load_policy(args, task, seed)
+    warm_s = time.perf_counter() - start
+    eval_set = task.sample_prompts(args.eval_problems, seed + 1, split="eval")
+    probe = GRPOTrainer(model, tokenizer, task, **trainer_settings(args, task, seed))
+    result = {"task": task_name, "seed": seed, "warm_start": {**info, "seconds": warm_s},
+              "before": probe.evaluate(eval_set, k=args.k)}
+    write_json(path, result)
+    return result
+
+
+# -- one run ----------------------------------------------------------------------------------------------------
+def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
+    """One GRPO run of one strategy from the (cached) warm start; writes its JSON record to <out>/runs/ and returns
+    a short summary for the progress bar."""
+    _init_worker(args.threads)
+    import metahp
+    from metahp.lab.baselines import EntropyTarget, LinearSchedule
+    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.tasks import make_task
+
+    strategy = STRATEGIES[strategy_name]
+    task = make_task(task_name, None, seed)
+    model, tokenizer, info = load_policy(args, task, seed)
+
+    # the trainer, and what sets its temperature
+    trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=args.prompts_per_step,
+                          num_generations=args.num_generations,
+                          temperature=strategy.value if strategy.kind == "fixed" else 1.0,
+                          **trainer_settings(args, task, seed))
+    if strategy.kind == "schedule":
+        trainer.attach(LinearSchedule(strategy.start, strategy.end, args.steps))
+    elif strategy.kind == "entropy":  # holds the first batch's token entropy at T = 1.0, T bounded to [0.5, 1.6]
+        trainer.attach(EntropyTarget(target=None, start=1.0, bounds=(0.5, 1.6)))
+    elif strategy.kind == "metahp":  # default grid 0.6..1.5
+        metahp.adapt(trainer, knob="temperature", updater=strategy.updater, **strategy.options)
+
+    # train
+    start = time.perf_counter()
+    history = trainer.train(args.steps, progress=False)
+    train_s = time.perf_counter() - start
+
+    # evaluate on the seed's held-out problems (the same for every strategy)
+    eval_set = task.sample_prompts(args.eval_problems, seed + 1, split="eval")
+    start = time.perf_counter()
+    after = trainer.evaluate(eval_set, k=args.k)
+    if hasattr(task, "instruction"):  # tasks mixing instructions (rare_skill): greedy accuracy per instruction
+        from metahp.lab.warmstart import greedy_accuracy
+
+        kinds = sorted({task.instruction(p) for p in eval_set})
+        after["greedy_by_instruction"] = {
+            kind: greedy_accuracy(trainer.model, tokenizer, task, [p for p in eval_set if task.instruction(p) == kind])
+            for kind in kinds}
+    eval_s = time.perf_counter() - start
+
+    # the record
+    meta = sum(m["time/meta_update"] for m in history)
+    total = sum(m["time/generation"] + m["time/policy_update"] + m["time/meta_update"] for m in history)
+    adapted = strategy.kind == "metahp"
+    record = {
+        "task": task_name, "strategy": strategy_name, "seed": seed, "steps": args.steps, "model": args.model,
+        "learning_rate": trainer.config.learning_rate, "max_completion_tokens": trainer.config.max_completion_tokens,
+        "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
+        "eval_problems": args.eval_problems, "k": args.k, "warm_pass_rate": info.get("pass_rate"),
+        "after": after, "reward_auc": float(np.mean([m["reward"] for m in history])),
+        "train_s": train_s, "eval_s": eval_s, "meta_update_share": meta / total if total else 0.0,
+        "series": {
+            "temperature": [m["knob/temperature"] for m in history],
+            "reward": [m["reward"] for m in history],
+            "entropy": [m["entropy"] for m in history],
+            # metahp updaters: expected temperature under the meta-policy after each update
+            "temperature_mean": [m.get("metahp/temperature_mean") for m in history] if adapted else None,
+        },
+    }
+    if adapted:
+        record["final_probs"] = {k.rsplit("/", 1)[1]: v for k, v in history[-1].items() if k.startswith("metahp/prob/")}
+    write_json(run_path(Path(args.out), task_name, strategy_name, seed), record)
+    return {"task": task_name, "strategy": strategy_name, "seed": seed, "greedy_accuracy": after["greedy_accuracy"],
+            "wall_s": train_s + eval_s}
+
+
+# -- many runs --------------------------------------------------------------------------------------------------
+def _call(item):
+    fn, job = item
+    return fn(*job)
+
+
+def map_jobs(fn, jobs: list[tuple], workers: int, desc: str) -> list:
+    """``fn(*job)`` for every job, in ``workers`` forked processes (1: in this one), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="run")
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(fn(*job))
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        # fork: the parent has imported no torch state worth protecting (it only plans, then reports)
+        with mp.get_context("fork").Pool(workers, maxtasksperchild=20) as pool:
+            for r in pool.imap_unordered(_call, [(fn, job) for job in jobs]):
+                results.append(r)
+                if isinstance(r, dict) and "greedy_accuracy" in r:
+                    bar.set_postfix_str(f"{r['task']}/{r['strategy']}/s{r['seed']} acc={r['greedy_accuracy']:.3f}")
+                bar.update(1)
+    bar.close()
+    return results
