@@ -1,24 +1,18 @@
 """Adapter for metahp's own reference GRPO trainer (metahp.lab.grpo.GRPOTrainer).
 
-The trainer asks the adapter for the knobs of each generation batch and hands back the batch, whose raw
-sampling logits are already at hand: the meta-update costs no extra forward pass.
-
-Several knobs at once (``knob=("temperature", "top_p")``) use the factored form by default: one meta-policy
-per knob, each scored with the other knobs at the values this batch actually used (the temperature's candidates
-with the batch's truncation applied after them; a truncation knob's candidates after the batch's temperature).
-``combine="product"`` uses one meta-policy over the product of the grids instead (metahp.knobs.ProductKnob).
+The trainer asks for the knobs of each generation batch and hands back the batch, whose raw sampling logits are
+already at hand: the meta-update costs no extra forward pass. Everything else (building the meta-policies,
+scoring one knob given the batch's other settings, which rows count, metrics, state) is the knob layer's,
+metahp.knobset.KnobSet.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from metahp.errors import ConfigError
-from metahp.knobs import Knob, ProductKnob, make_knob
-from metahp.knobs.temperature import Temperature
-from metahp.policy import MetaPolicy, meta_policy
-from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
-from metahp.state import load_policies, require_keys
+from metahp.knobs import KNOBS
+from metahp.knobset import KnobSet
+from metahp.policy import MetaPolicy
 
 
 def supports(trainer) -> bool:
@@ -27,83 +21,55 @@ def supports(trainer) -> bool:
     return isinstance(trainer, GRPOTrainer)
 
 
-def _condition(knob: Knob, used: dict[str, float]) -> None:
-    """Point ``knob``'s likelihoods at the other knobs' values this batch used."""
-    active = [(name, used[name]) for name, off in TRUNCATION_OFF.items() if used.get(name, off) != off]
-    if isinstance(knob, ProductKnob):
-        return  # every knob the batch used is one of its components
-    if isinstance(knob, Temperature):
-        knob.truncation = active[0] if active else None
-    else:
-        knob.temperature = used["temperature"]
-
-
 class ReferenceAdapter:
-    """Connects meta-policies (one per adapted knob) to a GRPOTrainer.
+    """A KnobSet wired to a GRPOTrainer. ``.policy`` (one knob) or ``.policies[name]``; ``.value`` is the value(s)
+    drawn for the latest batch; ``.knobset`` is the knob layer."""
 
-    ``adapter.policy`` is the meta-policy when one knob is adapted; ``adapter.policies`` maps knob names to
-    meta-policies in every case.
-    """
+    def __init__(self, trainer, knobset: KnobSet):
+        self.trainer, self.knobset = trainer, knobset
+        self._drawn: dict[str, Any] = {}
 
-    def __init__(self, trainer, policies: dict[str, MetaPolicy]):
-        self.trainer = trainer
-        self.policies = policies
+    @property
+    def policies(self) -> dict[str, MetaPolicy]:
+        return self.knobset.policies
 
     @property
     def policy(self) -> MetaPolicy:
-        if len(self.policies) != 1:
-            raise AttributeError(f"several knobs are adapted {list(self.policies)}: use adapter.policies[name].")
-        return next(iter(self.policies.values()))
+        return self.knobset.policy
 
-    def knobs_for_next_batch(self) -> dict[str, float]:
-        knobs: dict[str, float] = {}
-        for policy in self.policies.values():
-            knobs.update(policy.knob.components(policy.sample()))
-        return knobs
+    @property
+    def value(self):
+        """The latest batch's value (a dict {name: value} with several knobs; None before the first batch)."""
+        values = {name: self._drawn.get(name) for name in self.knobset.knobs}
+        return next(iter(values.values())) if len(values) == 1 else values
+
+    def applied_values(self) -> dict[str, Any]:
+        """The one copy the trainer keeps of each adapted knob: the settings its latest batch sampled with, which
+        its loss replays (Rollout.knobs)."""
+        return {f"trainer.last_knobs.{name}": self.trainer.last_knobs.get(name) for name in self.knobset.knobs}
+
+    # -- the trainer's hooks (metahp.lab.grpo.KnobController) --------------------------------------------------
+    def knobs_for_next_batch(self) -> dict[str, Any]:
+        self._drawn = self.knobset.draw()
+        return dict(self._drawn)
 
     def after_batch(self, rollout) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for name, policy in self.policies.items():
-            _condition(policy.knob, rollout.knobs)
-            m = policy.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
-                                          rollout.advantages, reward=float(rollout.rewards.mean()))
-            if len(self.policies) > 1:
-                m = name_metrics(m, name)
-            metrics.update(m)
-        return metrics
+        return self.knobset.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
+                                               rollout.advantages, reward=float(rollout.rewards.mean()),
+                                               used=rollout.knobs)
 
     def state_dict(self) -> dict[str, Any]:
-        if len(self.policies) == 1:
-            return self.policy.state_dict()
-        return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
+        return self.knobset.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """All or nothing: with several knobs, every policy is checked and loaded or none is."""
-        if len(self.policies) == 1:
-            self.policy.load_state_dict(state)
-            return
-        require_keys(state, {"policies"}, "adapter state")
-        load_policies(self.policies, state["policies"], "policies")
+        self.knobset.load_state_dict(state)
 
 
 def attach(trainer, *, knob, updater, values, seed, combine="factored", **options) -> ReferenceAdapter:
-    knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
-    if combine not in ("factored", "product"):
-        raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
-                          f"the product of the grids).")
-    names = [k if isinstance(k, str) else k.name for k in knobs]
-    check_knob_names(names, trainer.SUPPORTED_KNOBS, values, "the reference trainer")
-    base_seed = trainer.config.seed if seed is None else seed
-    if combine == "product" and len(knobs) > 1:
-        product = ProductKnob(*(make_knob(k) for k in knobs))
-        batch = trainer.config.prompts_per_step * trainer.config.num_generations
-        if len(product) > batch:
-            raise ConfigError(f"the product grid has {len(product)} candidates, more than the {batch} completions of "
-                              f"a batch; use combine='factored' or smaller grids.")
-        policies = {product.name: meta_policy(product, updater, None, base_seed, **options)}
-    else:
-        policies = {name: meta_policy(k, updater, values, base_seed + i, **options)
-                    for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
-    adapter = ReferenceAdapter(trainer, policies)
+    config = trainer.config
+    knobset = KnobSet(knob, updater, values, config.seed if seed is None else seed, combine=combine,
+                      supported=list(KNOBS), who="the reference trainer",
+                      batch_size=config.prompts_per_step * config.num_generations, batch_what="a batch", **options)
+    adapter = ReferenceAdapter(trainer, knobset)
     trainer.attach(adapter)
     return adapter

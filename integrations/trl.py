@@ -45,22 +45,21 @@ from typing import Any
 import torch
 
 from metahp.errors import ConfigError, StateError
-from metahp.knobs import Knob, ProductKnob, make_knob
-from metahp.knobs.temperature import Temperature
-from metahp.policy import MetaPolicy, meta_policy
-from metahp.several_knobs import TRUNCATION_OFF, check_knob_names, name_metrics
-from metahp.state import in_file, load_policies, read_json, require_finite, require_keys, write_json_atomic
+from metahp.knobs import KNOBS, Knob, active_truncations, truncation_names
+from metahp.knobs.base import CHUNK_ELEMENTS
+from metahp.knobset import KnobSet
+from metahp.policy import MetaPolicy
+from metahp.rows import informative
+from metahp.state import in_file, read_json, require_finite, require_keys, write_json_atomic
 
+from . import trl_1_16 as trl_compat
 from .trl_capture import GenerateCapture, sequence_logprobs
 
-SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
+SUPPORTED_TRL = trl_compat.SUPPORTED_TRL
 STATE_FILE = "metahp_state.json"
-SUPPORTED_KNOBS = ("temperature", "top_p", "top_k", "min_p")
-# The truncation knobs GRPOConfig names, and the value of each that truncates nothing (None is off too).
-# Truncations transformers applies that only GRPOConfig.generation_kwargs can set; metahp models none of them.
+# Truncations transformers applies that only GRPOConfig.generation_kwargs can set; metahp models none of them
+# (unless one is registered as a knob: then it is scored like the others).
 OTHER_TRUNCATIONS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
-# Working memory of one chunk of candidate logits, in elements (64 MiB of float32).
-CHUNK_ELEMENTS = 1 << 24
 
 
 def supports(trainer) -> bool:
@@ -102,13 +101,16 @@ class TRLAdapter:
 
     def __init__(self, trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
                  likelihoods="auto", combine="factored", **options):
-        _check_trl_version()
+        trl_compat.check_version()
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
-        if combine not in ("factored", "product"):
-            raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
-                              f"the product of the grids).")
-        _check_knobs(names, values)
+        args = trainer.args
+        # The knob layer builds the meta-policies (and checks the knob list, the grids and a product's size).
+        self.knobset = KnobSet(
+            knobs, updater, values, args.seed if seed is None else seed, combine=combine,
+            supported=_supported_knobs(trainer), who="metahp's TRL adapter", batch_size=args.generation_batch_size,
+            batch_what="a generation batch (GRPOConfig.generation_batch_size = per_device_train_batch_size x "
+                       "processes x steps_per_generation)", **options)
         for name in names:
             _check_trainer(trainer, name)
         _check_truncations(trainer, names)
@@ -116,27 +118,13 @@ class TRLAdapter:
             raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
                               "another one.")
         self.trainer = trainer
-        base_seed = trainer.args.seed if seed is None else seed
-        if combine == "product" and len(knobs) > 1:
-            product = ProductKnob(*(make_knob(k) for k in knobs))
-            _check_product_fits(trainer, product)
-            self.policies: dict[str, MetaPolicy] = {product.name: meta_policy(product, updater, None, base_seed,
-                                                                              **options)}
-        else:
-            self.policies = {name: meta_policy(k, updater, values, base_seed + i, **options)
-                             for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
-        # Every adapted knob by its backend name (a product's components): what is applied, evaluated, logged.
-        self._knobs: dict[str, Knob] = {}
-        for policy in self.policies.values():
-            parts = policy.knob.knobs if isinstance(policy.knob, ProductKnob) else (policy.knob,)
-            self._knobs.update({part.name: part for part in parts})
         self.knob_names = tuple(names)
         self.knob_name = names[0] if len(names) == 1 else "+".join(names)
         self.likelihoods = _check_likelihoods(trainer, likelihoods)
         self.likelihood_source: str | None = None  # where the last meta-update's likelihoods came from
         self._captured: torch.Tensor | None = None
         # The log-prob temperature lives in closures of TRL's fused LM head: find them once, write them per batch.
-        self._cells = _fused_temperature_cells(trainer) if "temperature" in names else []
+        self._cells = trl_compat.fused_temperature_cells(trainer) if "temperature" in names else []
         self._current = {name: _config_value(trainer, name) for name in names}  # training values applied now
         self._eval = dict(self._current)
         if eval_value is not None:
@@ -147,20 +135,17 @@ class TRLAdapter:
             if unknown:
                 raise ConfigError(f"eval_value names {sorted(unknown)}, which are not adapted {names}.")
             for name, v in given.items():
-                self._eval[name] = self._knobs[name].check_value(v)
+                self._eval[name] = self.knobset.knobs[name].check_value(v)
         self.history: list[dict[str, Any]] = []
-        self.unscored_rows = 0  # rows dropped because the value that sampled them gave them likelihood 0
         # wall time of each meta-update, likelihood capture during generate included (the adapter's overhead)
         self.update_seconds: list[float] = []
         self._capture_seconds = 0.0
-        self._originals: dict[str, Any] = {}
-        self._own: dict[str, Any] = {}
-        self._wrap("_generate_and_score_completions", self._generate_and_score_completions)
-        self._wrap("evaluation_loop", self._evaluation_loop)
-        self._wrap("_save_checkpoint", self._save_checkpoint)
-        self._wrap("_load_optimizer_and_scheduler", self._load_optimizer_and_scheduler)
+        self._wrapped = trl_compat.Wrapped(trainer, {
+            "_generate_and_score_completions": self._generate_and_score_completions,
+            "evaluation_loop": self._evaluation_loop,
+            "_save_checkpoint": self._save_checkpoint,
+            "_load_optimizer_and_scheduler": self._load_optimizer_and_scheduler})
         trainer._metahp_adapter = self
-        self._condition()
         if "temperature" in names and getattr(trainer.args, "use_adaptive_entropy", False):
             warnings.warn("metahp: TRL's adaptive entropy controller (use_adaptive_entropy=True) measures the "
                           "entropy at the temperature metahp draws for each batch, so it reacts to metahp's choice "
@@ -175,7 +160,7 @@ class TRLAdapter:
                           f"differ, and neither is the policy the loss trains. For exact likelihoods set "
                           f"GRPOConfig(disable_dropout=True) and the model config's attention dropout to 0.",
                           stacklevel=3)
-        adapted = [n for n in names if n in TRUNCATION_OFF]
+        adapted = [n for n in names if n in truncation_names()]
         if adapted and getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_importance_sampling_correction",
                                                                        False):
             warnings.warn(f"TRL computes its log-probs without the truncation ({adapted[0]}) but vLLM's with it, so "
@@ -188,11 +173,19 @@ class TRLAdapter:
         return f"TRLAdapter(value={self.value}, policies={self.policies!r})"
 
     @property
+    def policies(self) -> dict[str, MetaPolicy]:
+        """The meta-policies by name (one entry, e.g. "temperature+top_p", for a product)."""
+        return self.knobset.policies
+
+    @property
     def policy(self) -> MetaPolicy:
         """The meta-policy, when one knob is adapted (else use ``.policies[name]``)."""
-        if len(self.policies) != 1:
-            raise AttributeError(f"several knobs are adapted {list(self.policies)}: use adapter.policies[name].")
-        return next(iter(self.policies.values()))
+        return self.knobset.policy
+
+    @property
+    def unscored_rows(self) -> int:
+        """Rows left out of meta-updates because the value that sampled them gave them likelihood 0."""
+        return self.knobset.unscored_rows
 
     @property
     def value(self):
@@ -252,62 +245,37 @@ class TRLAdapter:
     def _used_values(self) -> dict[str, Any]:
         """The sampling settings the next generation uses: adapted knobs as applied, the others as configured
         (generation_kwargs overriding the named fields, as TRL does)."""
-        used = {name: _config_value(self.trainer, name) for name in ("temperature", *TRUNCATION_OFF)}
+        used = {name: _config_value(self.trainer, name) for name in _supported_knobs(self.trainer)}
         used.update(self._current)
         return used
 
-    def _condition(self) -> None:
-        """Point every knob's likelihoods at the other settings this batch uses."""
-        used = self._used_values()
-        active = [(name, used[name]) for name in TRUNCATION_OFF if not _is_off(name, used[name])]
-        for policy in self.policies.values():
-            knob = policy.knob
-            if isinstance(knob, ProductKnob):
-                continue  # each candidate fixes every setting the batch varies: nothing to condition on
-            if isinstance(knob, Temperature):
-                knob.truncation = active[0] if active else None
-            else:
-                knob.temperature = float(used["temperature"])
-
-    # -- wrapped trainer methods --------------------------------------------------------------------------
-    def _wrap(self, name: str, replacement) -> None:
-        self._originals[name] = getattr(self.trainer, name)
-        self._own[name] = self.trainer.__dict__.get(name)  # an instance attribute someone set before us
-        setattr(self.trainer, name, replacement)
+    def scoring_knobs(self) -> list[Knob]:
+        """Each policy's knob as it scores the current batch: given the batch's other settings (knob layer)."""
+        return self.knobset.scoring_knobs(self._used_values())
 
     def detach(self) -> None:
         """Undo ``attach``: the trainer's own methods come back; the knobs keep their current values."""
-        for name in self._originals:
-            if self._own[name] is None:
-                self.trainer.__dict__.pop(name, None)
-            else:
-                setattr(self.trainer, name, self._own[name])
-        self._originals.clear()
+        self._wrapped.restore()
         self.trainer._metahp_adapter = None
 
     def _generate_and_score_completions(self, inputs):
         trainer = self.trainer
-        original = self._originals["_generate_and_score_completions"]
+        original = self._wrapped["_generate_and_score_completions"]
         if not trainer.model.training:  # evaluation: the user's settings, no meta-update
             self.apply(self._eval)
             return original(inputs)
-        self._current = {}
-        for policy in self.policies.values():  # a product's draw sets both of its knobs
-            self._current.update({name: _normalise(name, v)
-                                  for name, v in policy.knob.components(self._draw(policy)).items()})
+        self._current = {name: _normalise(name, v) for name, v in self.knobset.draw(agree=self._agree).items()}
         self.apply(self._current)
-        self._condition()  # before generating: the capture scores the candidates during generate
         self.history.append({"step": trainer.state.global_step, "value": self.value})
         self._capture_seconds = 0.0
-        if self.likelihoods == "generate" and any(p.needs_likelihoods for p in self.policies.values()):
+        if self.likelihoods == "generate" and self.knobset.needs_likelihoods:
             output = self._capturing(original, inputs)
         else:
             output = original(inputs)
         start = time.perf_counter()
         metrics = self._meta_update(output)
         self.update_seconds.append(time.perf_counter() - start + self._capture_seconds)
-        for key, val in metrics.items():
-            trainer._metrics["train"][key].append(val)
+        trl_compat.log_metrics(trainer, metrics)
         return output
 
     def _capturing(self, original, inputs):
@@ -317,7 +285,7 @@ class TRLAdapter:
         generate = model.generate
         calls = []
         self._captured = None
-        knobs = [p.knob for p in self.policies.values()]
+        knobs = self.scoring_knobs()  # the capture scores the candidates during generate
 
         def capturing_generate(*args, **kwargs):
             capture = GenerateCapture(knobs)
@@ -341,31 +309,26 @@ class TRLAdapter:
 
     def _evaluation_loop(self, *args, **kwargs):
         try:
-            return self._originals["evaluation_loop"](*args, **kwargs)
+            return self._wrapped["evaluation_loop"](*args, **kwargs)
         finally:  # a buffered training batch may still be in use: give it back its own values
             self.apply(self._current)
 
     def _save_checkpoint(self, model, trial, *args, **kwargs):
-        out = self._originals["_save_checkpoint"](model, trial, *args, **kwargs)
-        trainer = self.trainer
-        if trainer.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            folder = os.path.join(trainer._get_output_dir(trial=trial),
-                                  f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+        out = self._wrapped["_save_checkpoint"](model, trial, *args, **kwargs)
+        if self.trainer.args.should_save:
+            folder = trl_compat.checkpoint_folder(self.trainer, trial)
             os.makedirs(folder, exist_ok=True)
             write_json_atomic(os.path.join(folder, STATE_FILE), self.state_dict())  # never half-written
         return out
 
     def state_dict(self) -> dict[str, Any]:
         """What ``metahp_state.json`` holds: the policies' states (random generators included), values, history."""
-        if len(self.policies) == 1:
-            return {"policy": self.policy.state_dict(), "value": self.value, "history": self.history}
-        return {"policies": {name: p.state_dict() for name, p in self.policies.items()}, "value": self.value,
+        policies = self.knobset.state_dict()  # one policy's state, or {"policies": {name: state}}
+        return {**({"policy": policies} if len(self.policies) == 1 else policies), "value": self.value,
                 "history": self.history}
 
     def _load_optimizer_and_scheduler(self, checkpoint, *args, **kwargs):
-        out = self._originals["_load_optimizer_and_scheduler"](checkpoint, *args, **kwargs)
+        out = self._wrapped["_load_optimizer_and_scheduler"](checkpoint, *args, **kwargs)
         if checkpoint is not None:
             self.load(checkpoint)
         return out
@@ -382,8 +345,8 @@ class TRLAdapter:
             return
         state = read_json(path, "metahp TRL adapter state")
         current, history = in_file(path, lambda: self._check_state(state))
-        saved = state["policies"] if "policies" in state else {next(iter(self.policies)): state["policy"]}
-        in_file(path, lambda: load_policies(self.policies, saved, "policies" if "policies" in state else "policy"))
+        policies = {"policies": state["policies"]} if "policies" in state else state["policy"]
+        in_file(path, lambda: self.knobset.load_state_dict(policies))  # all or nothing
         self._current, self.history = current, history
         self.apply(self._current)
 
@@ -414,27 +377,26 @@ class TRLAdapter:
         return current, list(history)
 
     # -- the meta-update ----------------------------------------------------------------------------------
-    def _draw(self, policy: MetaPolicy):
-        """The policy's next candidate (a tuple for a product), checked to be the same on every rank."""
-        value = policy.sample()
+    def _agree(self, name: str, value) -> None:
+        """Every rank draws from the same stream: check that they drew the same (a diverged state is an error)."""
         accelerator = self.trainer.accelerator
-        if accelerator.num_processes > 1:  # every rank draws from the same stream; check that they agree
+        if accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
             box = [value]
             broadcast_object_list(box, from_process=0)
             if box[0] != value:
-                raise StateError(f"rank {accelerator.process_index} drew {policy.knob.name}={value} but rank 0 drew "
-                                 f"{box[0]}: the meta-policies diverged across ranks (different seeds or a state "
-                                 f"loaded on some ranks only).")
-        return value
+                raise StateError(f"rank {accelerator.process_index} drew {name}={value} but rank 0 drew {box[0]}: the "
+                                 f"meta-policies diverged across ranks (different seeds or a state loaded on some "
+                                 f"ranks only).")
 
     def _meta_update(self, output: dict) -> dict[str, float]:
+        """The knob layer's update from this batch; the adapter only finds the likelihoods and gathers them."""
         trainer = self.trainer
         accelerator = trainer.accelerator
         advantages = output["advantages"].detach().float()
-        logp = None
-        if any(p.needs_likelihoods for p in self.policies.values()):
+        logp = reward = None
+        if self.knobset.needs_likelihoods:
             logp = self._captured_logprobs(output)
             self.likelihood_source = "forward" if logp is None else "generate"
             if logp is None:
@@ -442,45 +404,9 @@ class TRLAdapter:
             if accelerator.num_processes > 1:  # same [N, K] and [N] on every rank -> the same update everywhere
                 logp = accelerator.gather(logp.to(accelerator.device))
                 advantages = accelerator.gather(advantages)
-            logp, advantages = logp.cpu(), advantages.cpu()
-        metrics: dict[str, float] = {}
-        start = 0
-        for name, policy in self.policies.items():
-            if not policy.needs_likelihoods:  # bandit feedback: the global mean reward TRL just logged
-                m = policy.update(reward=float(trainer._metrics["train"]["reward"][-1]))
-            else:
-                columns = logp[:, start:start + len(policy.knob)]
-                start += len(policy.knob)
-                informative = advantages != 0
-                # The value that sampled a row gives it a finite likelihood, up to float differences between the
-                # sampler's arithmetic and ours at a truncation boundary (GPU kernels, vLLM): such rows carry no
-                # reliable evidence and are left out (counted in .unscored_rows).
-                value = self._policy_value(policy)
-                used = columns[:, policy.knob.values.index(value)] if value in policy.knob.values else None
-                unscored = informative & torch.isneginf(used) if used is not None else torch.zeros_like(informative)
-                if unscored.any():
-                    self._warn_unscored(name, int(unscored.sum()))
-                    informative &= ~unscored
-                m = policy.update(columns[informative], advantages[informative], batch_size=len(advantages))
-            if len(self.policies) > 1:
-                m = name_metrics(m, name)
-            metrics.update(m)
-        return metrics
-
-    def _policy_value(self, policy: MetaPolicy):
-        """The candidate of ``policy`` that this batch used: a value, or a tuple of values for a product."""
-        knob = policy.knob
-        if isinstance(knob, ProductKnob):
-            return tuple(self._current[part.name] for part in knob.knobs)
-        return self._current[knob.name]
-
-    def _warn_unscored(self, name: str, count: int) -> None:
-        if self.unscored_rows == 0:
-            warnings.warn(f"metahp: {count} completion(s) got likelihood 0 under the {name} value that sampled them "
-                          f"(the sampler and metahp decided a truncation boundary differently, e.g. GPU or vLLM "
-                          f"kernels); they are left out of the meta-update. adapter.unscored_rows counts them.",
-                          stacklevel=3)
-        self.unscored_rows += count
+        else:  # bandit feedback: the global mean reward TRL just logged
+            reward = trl_compat.batch_mean_reward(trainer)
+        return self.knobset.update(logp, advantages.cpu(), reward=reward, used=self._used_values())
 
     def _captured_logprobs(self, output: dict) -> torch.Tensor | None:
         captured, self._captured = self._captured, None
@@ -499,7 +425,7 @@ class TRLAdapter:
         computed). One no-grad forward of the informative rows, in chunks, with raw logits at completion positions
         only: exactly the logits TRL's loss divides by T."""
         trainer = self.trainer
-        knobs = [p.knob for p in self.policies.values()]
+        knobs = self.scoring_knobs()
         advantages = output["advantages"]
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
@@ -507,7 +433,7 @@ class TRLAdapter:
         attention_mask = torch.cat([output["prompt_mask"], completion_mask], dim=1)
         n_rows, n_keep = completion_ids.shape
         out = torch.zeros(n_rows, sum(len(k) for k in knobs), dtype=torch.float32)
-        rows = torch.nonzero(advantages != 0).flatten()
+        rows = torch.nonzero(informative(advantages)).flatten()  # zero-advantage rows are never scored
         accelerator = trainer.accelerator
         vocab = accelerator.unwrap_model(trainer.model).config.get_text_config().vocab_size
         per_chunk = max(1, min(trainer.args.per_device_train_batch_size, CHUNK_ELEMENTS // ((n_keep + 1) * vocab)))
@@ -515,13 +441,10 @@ class TRLAdapter:
         if accelerator.num_processes > 1:
             # Sharded models (FSDP, ZeRO-3) gather weights in every forward: all ranks must run as many.
             n_chunks = int(accelerator.gather(torch.tensor([n_chunks], device=accelerator.device)).max())
-        from trl.models.utils import disable_gradient_checkpointing
-
         # Score in eval mode: the logits that sampled the batch came from generate (eval mode, no dropout); a
         # train-mode forward would draw a fresh dropout mask and score other logits (GRPOConfig.disable_dropout
         # is False by default). The trainer's mode is put back afterwards.
-        with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs), \
-                _eval_mode(trainer.model):
+        with trl_compat.no_gradient_checkpointing(trainer), _eval_mode(trainer.model):
             for i in range(n_chunks):
                 chunk = rows[i * per_chunk:(i + 1) * per_chunk]
                 dummy = len(chunk) == 0  # this rank has no rows left but others do
@@ -568,69 +491,38 @@ def _normalise(name: str, value):
     return int(value) if name == "top_k" else float(value)
 
 
-def _is_off(name: str, value) -> bool:
-    return value is None or (value >= 1.0 if name == "top_p" else value == TRUNCATION_OFF[name])
+def _supported_knobs(trainer) -> list[str]:
+    """The registered knobs TRL can sample with: those GRPOConfig has a field for (and so TRL a copy of)."""
+    return [name for name in KNOBS if hasattr(trainer.args, name)]
 
 
 def _config_value(trainer, name: str):
     """The value TRL samples with when metahp does not set it: generation_kwargs overrides the named field."""
     kwargs = trainer.args.generation_kwargs or {}
-    return _normalise(name, kwargs[name] if name in kwargs else getattr(trainer, name))
-
-
-def _check_knobs(names: list[str], values) -> None:
-    check_knob_names(names, SUPPORTED_KNOBS, values, "metahp's TRL adapter")
-
-
-def _check_product_fits(trainer, product: ProductKnob) -> None:
-    """The product's candidates are scored on one generation batch (all ranks' completions, gathered): with more
-    candidates than completions, most candidates get no evidence from any batch."""
-    args = trainer.args
-    batch = args.generation_batch_size
-    if len(product) > batch:
-        sizes = " x ".join(str(len(k)) for k in product.knobs)
-        raise ConfigError(f"the product grid {product.name} has {sizes} = {len(product)} candidates, more than the "
-                          f"{batch} completions of a generation batch (GRPOConfig.generation_batch_size = "
-                          f"per_device_train_batch_size x processes x steps_per_generation); use combine='factored', "
-                          f"smaller grids, or a larger generation batch.")
+    value = kwargs[name] if name in kwargs else getattr(trainer, name, getattr(trainer.args, name, None))
+    return _normalise(name, value)
 
 
 def _check_truncations(trainer, names: list[str]) -> None:
     """One truncation at a time: the adapted one, or at most one fixed in the config."""
     kwargs = trainer.args.generation_kwargs or {}
-    other = [k for k in OTHER_TRUNCATIONS if kwargs.get(k) is not None]
+    other = [k for k in OTHER_TRUNCATIONS if kwargs.get(k) is not None and k not in KNOBS]
     if other:
         raise ConfigError(f"GRPOConfig.generation_kwargs sets {other}, a truncation metahp does not model, so it "
                           f"cannot score candidates of {names}; remove it (top_p, top_k and min_p are modelled).")
-    active = {n: _config_value(trainer, n) for n in TRUNCATION_OFF if not _is_off(n, _config_value(trainer, n))}
-    adapted = [n for n in names if n in TRUNCATION_OFF]
+    configured = {n: _config_value(trainer, n) for n in _supported_knobs(trainer)}
+    active = dict(active_truncations(configured))
+    adapted = [n for n in names if n in truncation_names()]
     if adapted:
         fixed = {n: v for n, v in active.items() if n != adapted[0]}
         if fixed:
-            off = ", ".join(f"{n}={TRUNCATION_OFF[n]}" for n in fixed)
+            off = ", ".join(f"{n}={KNOBS[n].off_value}" for n in fixed)
             raise ConfigError(f"metahp adapts {adapted[0]} but the config also truncates with {fixed}: transformers "
                               f"applies top_k, top_p and min_p in sequence and metahp scores one truncation at a "
                               f"time. Set {off} in GRPOConfig (and generation_kwargs).")
     elif len(active) > 1:
         raise ConfigError(f"the config truncates with {active} at once; metahp scores the temperature with one "
                           f"truncation applied after it. Keep one of top_p, top_k, min_p.")
-
-
-def _check_trl_version() -> None:
-    try:
-        import trl
-    except ImportError as err:
-        raise ConfigError("metahp's TRL adapter needs trl: pip install 'metahp[trl]'.") from err
-    version = getattr(trl, "__version__", "unknown")
-    try:
-        major, minor = (int(p) for p in version.split(".")[:2])
-    except ValueError:
-        major = minor = -1
-    low, high = SUPPORTED_TRL
-    if not low <= (major, minor) < high:
-        raise ConfigError(f"metahp's TRL adapter supports trl {low[0]}.{low[1]}.x, found trl {version}: where TRL "
-                          f"keeps its copies of the temperature changes between versions. Install "
-                          f"'trl>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
 
 
 def _check_likelihoods(trainer, likelihoods: str) -> str:
@@ -659,46 +551,8 @@ def _check_trainer(trainer, knob: str) -> None:
     if getattr(args, "use_liger_kernel", False) and (args.liger_kernel_config or {}).get("fused_linear_cross_entropy"):
         raise ConfigError("liger's fused linear cross-entropy freezes the temperature at construction; set "
                           "liger_kernel_config={'fused_linear_cross_entropy': False}.")
-    if getattr(trainer, "_is_vlm", False):
+    if trl_compat.is_vision_model(trainer):
         raise ConfigError("metahp's TRL adapter supports text-only models for now (its likelihood forward does not "
                           "pass images); use a text model.")
 
 
-def _fused_temperature_cells(trainer) -> list:
-    """The closure cells holding the temperature of TRL's fused LM head, on the policy and the reference model."""
-    policy = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    models = [("policy", policy)]
-    if getattr(trainer, "ref_model", None) is not None:
-        models.append(("reference model", trainer.accelerator.unwrap_model(trainer.ref_model)))
-    cells = []
-    for what, model in models:
-        cell = _temperature_cell(model)
-        if cell is None:
-            raise ConfigError(f"TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) was not found on the "
-                              f"{what}'s forward, so metahp cannot change the temperature of its log-probs; attach "
-                              f"metahp right after building the GRPOTrainer, before anything else replaces forward.")
-        if cell.cell_contents != trainer.temperature:
-            raise ConfigError(f"the {what}'s fused LM head divides by {cell.cell_contents}, but trainer.temperature "
-                              f"is {trainer.temperature}: something changed one without the other; attach metahp "
-                              f"to a freshly built trainer.")
-        if all(c is not cell for c in cells):
-            cells.append(cell)
-    return cells
-
-
-def _temperature_cell(model):
-    # add_fused_lm_head sets model.forward to a bound `_fused_forward` closing over `temperature`. functools.wraps
-    # copies the class forward's __qualname__, so match the code object; follow __wrapped__ through decorators
-    # (accelerate's autocast / fp32 conversion) in case they were applied already.
-    fn = model.__dict__.get("forward")
-    for _ in range(16):
-        if fn is None:
-            return None
-        fn = getattr(fn, "__func__", fn)
-        code = getattr(fn, "__code__", None)
-        if code is not None and code.co_qualname.endswith("add_fused_lm_head.<locals>._fused_forward"):
-            if "temperature" not in code.co_freevars:
-                return None
-            return fn.__closure__[code.co_freevars.index("temperature")]
-        fn = getattr(fn, "__wrapped__", None)
-    return None

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from metahp.knobs import Knob
+from metahp.knobs.base import CHUNK_ELEMENTS, length_normalised
 
 
 class GenerateCapture:
@@ -23,7 +24,7 @@ class GenerateCapture:
     the calls did not line up with the sequences (then the caller falls back to a forward pass). ``knob`` may be a
     sequence of knobs: their candidates' columns then come side by side (K = the sum of their sizes)."""
 
-    def __init__(self, knob: Knob | Sequence[Knob], chunk_elements: int = 1 << 24):
+    def __init__(self, knob: Knob | Sequence[Knob], chunk_elements: int = CHUNK_ELEMENTS):
         self.knobs = [knob] if isinstance(knob, Knob) else list(knob)
         self.knob = self.knobs[0]
         self.chunk_elements = chunk_elements
@@ -111,6 +112,5 @@ def sequence_logprobs(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     """[B, L, K] per-token log-likelihoods -> [B, K] length-normalised over ``mask`` [B, L] (0 for empty rows)."""
     mask = mask.bool()
     per_token = per_token[:, :mask.size(1)]
-    counts = mask.sum(dim=1, keepdim=True).to(per_token.dtype)
     total = torch.where(mask.unsqueeze(-1), per_token, torch.zeros_like(per_token)).sum(dim=1)
-    return torch.where(counts > 0, total / counts.clamp(min=1), torch.zeros_like(total))
+    return length_normalised(total, mask.sum(dim=1))

@@ -12,12 +12,12 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
-import torch
 
 from metahp import _options
 from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import Knob, make_knob
 from metahp.rewards import REWARDS, Batch, Reward
+from metahp.rows import advantages_of, as_real_array, informative, score_informative_rows
 from metahp.selection import SELECTIONS, selection_options
 from metahp.state import check_rng_state, require_int, require_keys
 from metahp.updaters import UPDATERS, Feedback, Updater
@@ -85,36 +85,13 @@ class MetaPolicy(ABC):
         Rows with zero advantage carry no signal, so their likelihoods are never computed (they still count
         in the batch size N of a_k = (1/N) sum_i w_ik A_i).
         """
-        advantages = torch.as_tensor(_as_numpy(advantages, "advantages"))
-        if advantages.dim() != 1:
-            raise InputError(f"advantages must be 1-D [B], got shape {tuple(advantages.shape)}.")
+        advantages = advantages_of(advantages, finite=False)
         if not self.needs_likelihoods:
             return self.update(advantages=advantages, reward=reward)
-        if not torch.isfinite(advantages).all():
-            raise InputError(f"advantages contain {int((~torch.isfinite(advantages)).sum())} NaN or infinite values; "
-                             f"check the rewards (a group with zero reward variance must give A = 0).")
-        batch = {name: _as_tensor(x, name) for name, x in (("logits", logits), ("tokens", tokens), ("mask", mask))}
-        for name, x in batch.items():
-            if x.dim() == 0 or x.shape[0] != len(advantages):
-                raise InputError(f"advantages has {len(advantages)} entries but {name} has shape {tuple(x.shape)}; "
-                                 f"pass one advantage per completion (logits [B, L, V], tokens and mask [B, L]).")
-        informative = advantages != 0
-
-        def rows(x):  # the informative rows, indexed on the tensor's own device (the logits may live on a GPU)
-            return x[informative.to(x.device)]
-
-        try:
-            logp = self.knob.sequence_logprobs(rows(batch["logits"]), rows(batch["tokens"]), rows(batch["mask"]))
-        except InputError as err:
-            position = getattr(err, "position", None)
-            if position is None:
-                raise
-            # The knob saw only the informative rows: name the row of the caller's batch.
-            row, token = position
-            original = int(informative.nonzero()[row, 0])
-            raise InputError(str(err).replace(f"(row {row}, token {token})", f"(row {original}, token {token})")
-                             ) from None
-        return self.update(logp, advantages[informative], reward=reward, batch_size=len(advantages))
+        advantages = advantages_of(advantages)
+        keep = informative(advantages)
+        logp = score_informative_rows(self.knob.sequence_logprobs, logits, tokens, mask, advantages)
+        return self.update(logp[keep], advantages[keep], reward=reward, batch_size=len(advantages))
 
 
 class GridMetaPolicy(MetaPolicy):
@@ -206,14 +183,14 @@ class GridMetaPolicy(MetaPolicy):
             raise InputError(f"batch_size={batch_size!r} must be an integer: the number of trajectories in the "
                              f"batch, scored or skipped.")
         if advantages is not None:
-            adv = _as_numpy(advantages, "advantages")
+            adv = as_real_array(advantages, "advantages")
             if adv.ndim != 1:
                 raise InputError(f"advantages must be 1-D [B], got shape {adv.shape}.")
             if not np.isfinite(adv).all():
                 raise InputError(f"advantages contain {int((~np.isfinite(adv)).sum())} NaN or infinite values; "
                                  f"check the rewards (a group with zero reward variance must give A = 0).")
         if seq_logprobs is not None:
-            logp = _as_numpy(seq_logprobs, "seq_logprobs")
+            logp = as_real_array(seq_logprobs, "seq_logprobs")
             if logp.ndim != 2 or logp.shape[1] != k:
                 raise InputError(f"seq_logprobs must be [B, K] with K = {k} candidates {list(self.values)}, got "
                                  f"shape {logp.shape}; compute it with policy.knob.sequence_logprobs().")
@@ -331,31 +308,6 @@ def _same(a, b) -> bool:
 
 # Length-normalised log-likelihoods are <= 0; float32 rounding of an almost-certain completion can give a hair above.
 _LOGP_SLACK = 1e-4
-
-
-def _as_numpy(x, name: str) -> np.ndarray:
-    """A float64 array from a tensor, array or (nested) list of real numbers; anything else is an InputError."""
-    if isinstance(x, torch.Tensor):
-        if x.is_complex() or x.dtype == torch.bool:
-            raise InputError(f"{name} must hold real numbers, got a {x.dtype} tensor.")
-        return x.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{name} must be numeric (a tensor, array or list of numbers), got "
-                         f"{type(x).__name__}.") from err
-    if arr.dtype.kind not in "iuf":
-        raise InputError(f"{name} must be numeric (a tensor, array or list of numbers), got "
-                         f"{type(x).__name__} of dtype {arr.dtype}.")
-    return arr.astype(np.float64)
-
-
-def _as_tensor(x, name: str) -> torch.Tensor:
-    try:
-        return torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise InputError(f"{name} must be a tensor (or an array / nested list of numbers), got "
-                         f"{type(x).__name__}.") from err
 
 
 def check_seed(seed):

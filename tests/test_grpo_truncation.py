@@ -71,9 +71,11 @@ def test_a_truncation_knob_adapts(knob):
     adapter = metahp.adapt(t, knob=knob, updater="softmax_gradient", lr=20.0)
     history = t.train(4, progress=False)
     assert all(m[f"knob/{knob}"] in adapter.policy.values for m in history)
-    assert adapter.policy.knob.temperature == 0.9  # scored after the batch's temperature
     # Random models rarely solve a task: give the batch advantages so the update has something to learn from.
     rollout = t.generate()
+    (scoring,) = adapter.knobset.scoring_knobs(rollout.knobs)
+    assert scoring.temperature == 0.9  # scored after the batch's temperature (passed, never set on the knob)
+    assert adapter.policy.knob.temperature == 1.0
     rollout.advantages = torch.linspace(-1, 1, len(rollout.advantages))
     before = adapter.policy.probs
     metrics = t.controller.after_batch(rollout)

@@ -80,7 +80,10 @@ def test_random_mutations_are_refused_whole_or_give_a_working_policy(updater, da
     probs = target.probs
     assert probs.shape == (len(target.values),) and np.isfinite(probs).all() and abs(probs.sum() - 1) < 1e-6
     target.sample()
-    target.update(np.full((2, 10), -1.0), np.array([1.0, -1.0]), reward=0.1)
+    try:
+        target.update(np.full((2, 10), -1.0), np.array([1.0, -1.0]), reward=0.1)
+    except metahp.InputError:  # e.g. a huge reward baseline puts exp3's next reward outside its window: said so
+        pass
     assert np.isfinite(target.probs).all()
 
 

@@ -98,7 +98,7 @@ def test_generate_samples_with_each_value_and_scores_after_the_temperature(tmp_p
     cls, grid = GRIDS[name]
     trainer = trl_tiny.grpo_trainer(tmp_path, temperature=0.7, max_completion_length=10)
     adapter = metahp.adapt(trainer, knob=name, values=grid, seed=1, **MOVING)
-    assert adapter.likelihoods == "generate" and adapter.policy.knob.temperature == 0.7
+    assert adapter.likelihoods == "generate" and adapter.scoring_knobs()[0].temperature == 0.7
     seen = []
     spy_generate(trainer.model, seen, [name, "temperature"])
     used = spy_updates(adapter.policy)
@@ -410,7 +410,7 @@ def test_temperature_alone_is_scored_with_the_configured_truncation(tmp_path):
     used = spy_updates(adapter.policy)
     trainer.model.train()
     out = trainer._generate_and_score_completions(first_batch(trainer))
-    assert adapter.policy.knob.truncation == ("top_p", 0.8)
+    assert adapter.scoring_knobs()[0].truncation == ("top_p", 0.8) and adapter.policy.knob.truncation is None
     assert_scored_like(Temperature([0.5, 1.0, 2.0], truncation=("top_p", 0.8)), full_logits(trainer.model, out), out,
                        used[0])
 

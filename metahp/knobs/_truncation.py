@@ -181,6 +181,8 @@ class TruncationKnob(Knob):
             token outside a candidate's support ("this value could not have produced this token").
     """
 
+    role = "truncates"
+
     def __init__(self, values: Iterable[float] | None = None, *, temperature: float = 1.0, epsilon: float = 0.0):
         self.temperature = _check_number(self, "temperature", temperature, "a positive number such as 1.0",
                                          lambda t: t > 0)
@@ -192,6 +194,13 @@ class TruncationKnob(Knob):
         extra = "" if self.temperature == 1.0 else f", temperature={self.temperature}"
         extra += "" if self.epsilon == 0.0 else f", epsilon={self.epsilon}"
         return f"{type(self).__name__}({list(self.values)}{extra})"
+
+    def conditioned(self, given: dict | None) -> TruncationKnob:
+        """Scored after the batch's temperature (given["temperature"]; as constructed when it is not given)."""
+        temperature = (given or {}).get("temperature")
+        if temperature is None or float(temperature) == self.temperature:
+            return self
+        return type(self)(self.values, temperature=float(temperature), epsilon=self.epsilon)
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         """Per token and candidate: the support's probability mass (double, > 0) and the taken token's weight

@@ -24,8 +24,9 @@ import torch
 
 from metahp.errors import ConfigError, InputError
 
-# Working memory of one chunk of logits, in elements (64 MiB of float32): the block size off the CPU.
-_CHUNK_ELEMENTS = 1 << 24
+# Working memory of one chunk of logits, in elements (64 MiB of float32): the block size off the CPU, and the size
+# of the chunks the adapters score (one constant for every caller).
+CHUNK_ELEMENTS = 1 << 24
 # The largest candidate grid a knob accepts (a grid of 10^6 values took 78 s for six tokens).
 MAX_CANDIDATES = 1024
 # On the CPU, tokens are scored in blocks of about this many logits (4 MiB of float32, ~21 tokens at V = 49152):
@@ -37,12 +38,44 @@ CPU_BLOCK_ELEMENTS = 1 << 20
 class Knob(ABC):
     """A sampling knob with a validated, sorted grid of candidate values.
 
-    Subclasses set ``name`` (equal to the backend keyword: temperature, top_p, top_k, min_p) and
-    ``default_values``, check the domain in ``check_value`` and compute likelihoods in ``token_logprobs``.
+    Subclasses declare what every trainer adapter needs to know (the registry ``metahp.knobs.KNOBS`` is the only
+    place adapters look, so a new knob is one file plus one ``register_knob`` line):
+
+    - ``name``: the backend keyword (temperature, top_p, top_k, min_p): the argument of transformers' generate and
+      vLLM's SamplingParams that takes this knob's value;
+    - ``role``: ``"scales"`` (changes the logits before sampling, like the temperature) or ``"truncates"`` (cuts the
+      support after the temperature, like top_p); samplers apply the scaling first, then the truncation;
+    - ``off_value``: the value that leaves sampling unchanged (temperature 1.0, top_p 1.0, top_k 0, min_p 0.0);
+    - ``default_values``: the candidate grid when none is given.
+
+    They check the domain in ``check_value`` and compute likelihoods in ``token_logprobs``; a knob whose
+    likelihood depends on the batch's other settings (a truncation after the temperature) says how in
+    ``conditioned``.
     """
 
     name: ClassVar[str]
+    role: ClassVar[str] = "scales"
+    off_value: ClassVar[float | None] = None
     default_values: ClassVar[tuple[float, ...]]
+
+    @classmethod
+    def is_off(cls, value) -> bool:
+        """Whether ``value`` leaves sampling unchanged (None: not set, which is off too)."""
+        return value is None or value == cls.off_value
+
+    @classmethod
+    def backend_value(cls, value):
+        """``value`` as the backend keyword takes it (transformers' generate): by default unchanged."""
+        return value
+
+    def conditioned(self, given: dict | None) -> Knob:
+        """This knob as it scores a batch sampled with the other settings ``given`` ({keyword: value}, every
+        sampling setting of the batch). The default ignores them; a truncation knob applies the batch's temperature
+        first, a temperature the batch's active truncation after it. Returns a new knob, never changes this one.
+
+        Per-batch settings are an argument, not state: the same knob scores batches sampled under different
+        settings, and (next) rows sampled under different settings, without anything to reset."""
+        return self
 
     def __init__(self, values: Iterable[float] | None = None):
         raw = self.default_values if values is None else _grid_entries(self.name, values)
@@ -113,7 +146,8 @@ class Knob(ABC):
         tokens: torch.Tensor,
         mask: torch.Tensor,
         *,
-        chunk_elements: int = _CHUNK_ELEMENTS,
+        given: dict | None = None,
+        chunk_elements: int = CHUNK_ELEMENTS,
     ) -> torch.Tensor:
         """Length-normalised log-likelihood of each completion under every candidate.
 
@@ -121,11 +155,15 @@ class Knob(ABC):
             logits: [B, L, V] raw (unscaled) logits that produced each completion token.
             tokens: [B, L] the completion tokens.
             mask: [B, L] 1 on completion tokens, 0 on padding.
+            given: the batch's other sampling settings, e.g. {"temperature": 0.8} for a truncation knob
+                (see ``conditioned``); None scores the knob as constructed.
         Returns:
             float32 [B, K] CPU tensor without autograd graph (computed on the logits' device and moved once). A
             row whose mask is all zero (an empty completion, equally likely under every candidate) is all zeros:
             every reward treats a constant row as carrying no preference, so it is in effect ignored.
         """
+        if given:
+            return self.conditioned(given).sequence_logprobs(logits, tokens, mask, chunk_elements=chunk_elements)
         logits, tokens, mask = _check_batch(self.name, logits, tokens, mask)
         batch, length, vocab = logits.shape
         # Everything stays on the logits' device; the [B, K] result moves to the CPU once, at the end.
@@ -143,8 +181,14 @@ class Knob(ABC):
                 z = logits[r, c].float()
                 _check_logits(self.name, z, logits, mask)  # one sync per block
                 out.index_add_(0, r, self.token_logprobs(z, tokens[r, c]).float())
-        out = torch.where(counts.unsqueeze(1) > 0, out / counts.clamp(min=1).unsqueeze(1).float(), out)
-        return out.cpu()
+        return length_normalised(out, counts).cpu()
+
+
+def length_normalised(totals: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per-completion sums of token log-likelihoods [B, K] over their token counts [B] (same device):
+    l_ik = total_ik / |tau_i|; an empty completion (count 0) stays all zeros. The one place metahp
+    length-normalises."""
+    return torch.where(counts.unsqueeze(1) > 0, totals / counts.clamp(min=1).unsqueeze(1).to(totals.dtype), totals)
 
 
 def _check_batch(name: str, logits, tokens, mask):
@@ -204,7 +248,7 @@ def _plain(v):
     return v
 
 
-def block_rows(vocab: int, device: torch.device, chunk_elements: int = _CHUNK_ELEMENTS) -> int:
+def block_rows(vocab: int, device: torch.device, chunk_elements: int = CHUNK_ELEMENTS) -> int:
     """How many tokens (rows of ``vocab`` logits) to score at a time: cache-sized on the CPU, else chunk-sized."""
     elements = min(chunk_elements, CPU_BLOCK_ELEMENTS) if device.type == "cpu" else chunk_elements
     return max(1, elements // max(1, vocab))

@@ -21,7 +21,12 @@ class MinP(TruncationKnob):
     """
 
     name = "min_p"
+    off_value = 0.0
     default_values = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+    @classmethod
+    def backend_value(cls, value):
+        return None if value is None else float(value) or None  # transformers adds a MinP warper unless None
 
     def check_value(self, value: float) -> float:
         value = float(value)

@@ -31,7 +31,24 @@ class Temperature(Knob):
     """
 
     name = "temperature"
+    role = "scales"
+    off_value = 1.0
     default_values = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+
+    @classmethod
+    def backend_value(cls, value):
+        return None if value is None else float(value)
+
+    def conditioned(self, given: dict | None) -> Temperature:
+        """Scored with the batch's active truncation (if any) applied after each candidate temperature."""
+        from metahp.knobs import active_truncations
+
+        active = active_truncations(given or {})
+        if len(active) > 1:
+            raise ConfigError(f"the batch truncates with {dict(active)} at once; metahp scores a temperature with one "
+                              f"truncation after it. Leave all but one at their off values.")
+        truncation = active[0] if active else None
+        return self if truncation == self.truncation else Temperature(self.values, truncation=truncation)
 
     def __init__(self, values=None, *, truncation: tuple[str, float] | None = None):
         super().__init__(values)

@@ -28,7 +28,12 @@ class TopK(TruncationKnob):
     """
 
     name = "top_k"
+    off_value = 0
     default_values = (5, 10, 20, 50, 100, 200, 500)
+
+    @classmethod
+    def backend_value(cls, value):
+        return None if value is None else int(value)  # generate disables top_k with 0 (its default is 50)
 
     def check_value(self, value: float) -> int:
         if float(value) != int(value) or value < 1:

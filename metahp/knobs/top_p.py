@@ -38,7 +38,16 @@ class TopP(TruncationKnob):
     """
 
     name = "top_p"
+    off_value = 1.0
     default_values = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+    @classmethod
+    def is_off(cls, value) -> bool:
+        return value is None or value >= 1.0
+
+    @classmethod
+    def backend_value(cls, value):
+        return None if value is None else float(value)
 
     def check_value(self, value: float) -> float:
         value = float(value)

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metahp.errors import ConfigError, StateError
-from metahp.several_knobs import TRUNCATION_OFF
+from metahp.knobs import KNOBS, active_truncations
 from metahp.state import (
     check_rng_state,
     fsync_tree,
@@ -122,9 +122,6 @@ class GRPOTrainer:
     >>> history = trainer.train(steps=50)
     """
 
-    SUPPORTED_KNOBS = ("temperature", "top_p", "top_k", "min_p")
-    OFF = TRUNCATION_OFF  # the value of each truncation knob that truncates nothing
-
     def __init__(self, model, tokenizer, task, config: GRPOConfig | None = None, **settings):
         if config is not None and settings:
             raise ConfigError("pass either config=GRPOConfig(...) or keyword settings, not both.")
@@ -139,6 +136,7 @@ class GRPOTrainer:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.learning_rate)
         self.controller: KnobController | None = None
+        self.last_knobs: dict[str, float] = {}
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._rng = np.random.default_rng(self.config.seed)
@@ -152,15 +150,18 @@ class GRPOTrainer:
         self.controller = controller
 
     def knobs(self) -> dict[str, float]:
+        """Every registered knob's value for the next batch (metahp.knobs.KNOBS): the controller's where it adapts
+        the knob, else the config's, else the knob's off value (a knob registered outside metahp has no field)."""
         cfg = self.config
-        knobs = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k, "min_p": cfg.min_p}
+        knobs = {name: getattr(cfg, name, cls.off_value) for name, cls in KNOBS.items()}
         if self.controller is not None:
             knobs.update(self.controller.knobs_for_next_batch())
-        active = [k for k, off in self.OFF.items() if knobs[k] != off]
+        active = active_truncations(knobs)
         if len(active) > 1:
             # transformers applies them in sequence (top_k, top_p, min_p); metahp's likelihoods model one cut.
-            raise ConfigError(f"truncation knobs {active} are all active; metahp scores one truncation at a time. "
-                              f"Leave all but one at their off values {self.OFF}.")
+            off = {name: KNOBS[name].off_value for name, _ in active}
+            raise ConfigError(f"truncation knobs {[n for n, _ in active]} are all active; metahp scores one "
+                              f"truncation at a time. Leave all but one at their off values {off}.")
         return knobs
 
     # -- rollouts ----------------------------------------------------------------------------------------
@@ -188,10 +189,11 @@ class GRPOTrainer:
     def _sample(self, prompts: list[str], knobs: dict[str, float], max_new_tokens: int):
         enc = self._encode(prompts)
         self.model.eval()
-        truncating = any(knobs.get(k, off) != off for k, off in self.OFF.items())
+        truncating = bool(active_truncations(knobs))
+        # Every registered knob, as generate takes it (top_k 0 and min_p None switch those off).
+        sampling = {name: cls.backend_value(knobs.get(name, cls.off_value)) for name, cls in KNOBS.items()}
         out = self.model.generate(
-            **enc, do_sample=True, temperature=knobs["temperature"], top_k=int(knobs.get("top_k", 0)),
-            top_p=knobs.get("top_p", 1.0), min_p=knobs.get("min_p", 0.0) or None, max_new_tokens=max_new_tokens,
+            **enc, do_sample=True, **sampling, max_new_tokens=max_new_tokens,
             output_logits=True, output_scores=truncating, return_dict_in_generate=True,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
         )
@@ -209,6 +211,7 @@ class GRPOTrainer:
         """Sample this step's batch at the controller's knobs and score it."""
         cfg = self.config
         knobs = self.knobs()
+        self.last_knobs = dict(knobs)  # what the batch is sampled with and its loss replays (adapters check it)
         problems = self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train")
         prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]
         pids, pmask, cids, cmask, logits, support, texts = self._sample(prompts, knobs, cfg.max_completion_tokens)

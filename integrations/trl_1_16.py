@@ -1,0 +1,165 @@
+"""Everything metahp touches that TRL 1.16 (and transformers' Trainer under it) keeps private, in one place.
+
+The TRL adapter (integrations/trl.py) reaches TRL's internals only through this module: the trainer methods it
+wraps, the buffer TRL logs metrics from, the closure cell where TRL's fused LM head keeps the temperature of its
+log-probs, the checkpoint folder name, and the helper that turns gradient checkpointing off. A TRL upgrade means
+auditing this file; ``missing_names`` lists what the installed TRL lacks, and tests/test_trl_compat.py fails on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+from metahp.errors import ConfigError
+
+SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
+# The trainer methods the adapter wraps: generation + scoring (draw before, meta-update after), evaluation (the
+# user's values), checkpoint save and load (the adapter's state file).
+WRAPPED_METHODS = ("_generate_and_score_completions", "evaluation_loop", "_save_checkpoint",
+                   "_load_optimizer_and_scheduler")
+# The function whose closure holds the fused LM head's temperature, and its inner forward.
+FUSED_HEAD = ("trl.trainer.utils", "add_fused_lm_head", "_fused_forward")
+
+
+def check_version() -> None:
+    """Refuse a TRL outside SUPPORTED_TRL: where TRL keeps its copies of the knobs changes between versions."""
+    try:
+        import trl
+    except ImportError as err:
+        raise ConfigError("metahp's TRL adapter needs trl: pip install 'metahp[trl]'.") from err
+    version = getattr(trl, "__version__", "unknown")
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        major = minor = -1
+    low, high = SUPPORTED_TRL
+    if not low <= (major, minor) < high:
+        raise ConfigError(f"metahp's TRL adapter supports trl {low[0]}.{low[1]}.x, found trl {version}: where TRL "
+                          f"keeps its copies of the temperature changes between versions. Install "
+                          f"'trl>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
+
+
+def missing_names(trainer=None) -> list[str]:
+    """The private names this module relies on that the installed TRL lacks (empty when all are there).
+    With a built ``trainer``, its private attributes are checked too."""
+    import importlib
+
+    from trl import GRPOTrainer
+
+    missing = [f"GRPOTrainer.{name}" for name in (*WRAPPED_METHODS, "_get_output_dir")
+               if not callable(getattr(GRPOTrainer, name, None))]
+    module_name, factory, inner = FUSED_HEAD
+    fn = getattr(importlib.import_module(module_name), factory, None)
+    codes = [c for c in getattr(getattr(fn, "__code__", None), "co_consts", ()) if getattr(c, "co_name", "") == inner]
+    if not codes or "temperature" not in codes[0].co_freevars:
+        missing.append(f"{module_name}.{factory}.<locals>.{inner} closing over temperature")
+    utils = importlib.import_module("trl.models.utils")
+    if not callable(getattr(utils, "disable_gradient_checkpointing", None)):
+        missing.append("trl.models.utils.disable_gradient_checkpointing")
+    if trainer is not None:
+        metrics = getattr(trainer, "_metrics", None)
+        if not (isinstance(metrics, dict) and "train" in metrics):
+            missing.append("GRPOTrainer()._metrics['train']")
+        if not hasattr(trainer, "_is_vlm"):
+            missing.append("GRPOTrainer()._is_vlm")
+    return missing
+
+
+# -- wrapping the trainer's methods -------------------------------------------------------------------------------
+class Wrapped:
+    """The trainer's own methods, replaced by the adapter's until ``restore``."""
+
+    def __init__(self, trainer, replacements: dict[str, Callable]):
+        unknown = set(replacements) - set(WRAPPED_METHODS)
+        if unknown:
+            raise ValueError(f"not a method metahp wraps: {sorted(unknown)}")
+        self.trainer = trainer
+        self.originals = {name: getattr(trainer, name) for name in replacements}
+        self._own = {name: trainer.__dict__.get(name) for name in replacements}  # set on the instance before us
+        for name, replacement in replacements.items():
+            setattr(trainer, name, replacement)
+
+    def __getitem__(self, name: str) -> Callable:
+        return self.originals[name]
+
+    def restore(self) -> None:
+        for name, own in self._own.items():
+            if own is None:
+                self.trainer.__dict__.pop(name, None)
+            else:
+                setattr(self.trainer, name, own)
+        self.originals.clear()
+
+
+# -- metrics, checkpoints, model internals ------------------------------------------------------------------------
+def log_metrics(trainer, metrics: dict[str, float]) -> None:
+    """Append to TRL's training metrics buffer (what TRL averages and logs: TensorBoard, W&B, log_history)."""
+    for key, value in metrics.items():
+        trainer._metrics["train"][key].append(value)
+
+
+def batch_mean_reward(trainer) -> float:
+    """The batch's mean reward across processes, as TRL logged it in _generate_and_score_completions."""
+    return float(trainer._metrics["train"]["reward"][-1])
+
+
+def checkpoint_folder(trainer, trial) -> str:
+    """The checkpoint-N folder transformers' Trainer is saving to."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return os.path.join(trainer._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+
+
+def is_vision_model(trainer) -> bool:
+    return bool(getattr(trainer, "_is_vlm", False))
+
+
+def no_gradient_checkpointing(trainer) -> contextlib.AbstractContextManager:
+    """Gradient checkpointing off for a no-grad forward (TRL's own helper)."""
+    from trl.models.utils import disable_gradient_checkpointing
+
+    return disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs)
+
+
+def fused_temperature_cells(trainer) -> list:
+    """The closure cells holding the temperature of TRL's fused LM head, on the policy and the reference model."""
+    policy = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    models = [("policy", policy)]
+    if getattr(trainer, "ref_model", None) is not None:
+        models.append(("reference model", trainer.accelerator.unwrap_model(trainer.ref_model)))
+    cells = []
+    for what, model in models:
+        cell = _temperature_cell(model)
+        if cell is None:
+            raise ConfigError(f"TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) was not found on the "
+                              f"{what}'s forward, so metahp cannot change the temperature of its log-probs; attach "
+                              f"metahp right after building the GRPOTrainer, before anything else replaces forward.")
+        if cell.cell_contents != trainer.temperature:
+            raise ConfigError(f"the {what}'s fused LM head divides by {cell.cell_contents}, but trainer.temperature "
+                              f"is {trainer.temperature}: something changed one without the other; attach metahp "
+                              f"to a freshly built trainer.")
+        if all(c is not cell for c in cells):
+            cells.append(cell)
+    return cells
+
+
+def _temperature_cell(model) -> Any:
+    # add_fused_lm_head sets model.forward to a bound `_fused_forward` closing over `temperature`. functools.wraps
+    # copies the class forward's __qualname__, so match the code object; follow __wrapped__ through decorators
+    # (accelerate's autocast / fp32 conversion) in case they were applied already.
+    _, factory, inner = FUSED_HEAD
+    fn = model.__dict__.get("forward")
+    for _ in range(16):
+        if fn is None:
+            return None
+        fn = getattr(fn, "__func__", fn)
+        code = getattr(fn, "__code__", None)
+        if code is not None and code.co_qualname.endswith(f"{factory}.<locals>.{inner}"):
+            if "temperature" not in code.co_freevars:
+                return None
+            return fn.__closure__[code.co_freevars.index("temperature")]
+        fn = getattr(fn, "__wrapped__", None)
+    return None

@@ -1,0 +1,220 @@
+"""The knob layer: the meta-policies of one or several knobs, for any trainer, with no framework in sight.
+
+An adapter builds one ``KnobSet`` and then, for every generation batch:
+
+    values = knobset.draw()                 # {keyword: value}: what the adapter writes to every copy it knows of
+    ... the trainer samples with them; ``used`` is every sampling setting of the batch ({keyword: value}) ...
+    metrics = knobset.update_from_logits(logits, tokens, mask, advantages, reward=mean_reward, used=used)
+
+or, where the likelihoods come from elsewhere (captured during generation, gathered across processes):
+
+    knobs = knobset.scoring_knobs(used)     # each adapted knob as it scores this batch (conditioned on ``used``)
+    logp = ...                              # [B, K_total]: the knobs' columns side by side, rows in batch order
+    metrics = knobset.update(logp, advantages, reward=mean_reward, used=used)
+
+Several knobs are "factored" (one meta-policy per knob; each knob's candidates are scored with the other
+settings at the values the batch used, ``given=used``) or a "product" (one meta-policy over every combination,
+``metahp.knobs.ProductKnob``). Which rows carry signal is ``metahp.rows``'s rule: zero-advantage rows are never
+scored but count in N; rows the sampling candidate finds impossible are left out (``unscored_rows``).
+Metrics are named metahp/<...> with one knob, and metahp/prob/<knob>=<v> with several. ``state_dict`` holds
+every policy's state (random generators included).
+
+Next: one value per completion or per prompt instead of one per batch. The layer is shaped for it: per-batch
+settings are arguments (``used``, ``given``), never state on a knob, so ``draw(rows=n)`` can return a value per
+row, ``used`` can map each keyword to a [B] vector, scoring can condition each row on its own settings, and an
+update can credit each row's own candidate; adapters keep writing what ``draw`` returns to the copies they know
+(per-row copies where the backend has them: one SamplingParams per request in vLLM, a per-row temperature
+tensor in the loss).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from metahp.errors import ConfigError, InputError, StateError
+from metahp.knobs import KNOBS, Knob, ProductKnob, make_knob
+from metahp.policy import MetaPolicy, check_seed, meta_policy
+from metahp.rows import advantages_of, as_tensor, informative, score_informative_rows, unscorable
+from metahp.several_knobs import check_knob_names, name_metrics
+from metahp.state import load_policies, require_keys
+
+COMBINES = ("factored", "product")
+
+
+class KnobSet:
+    """The meta-policies over ``knob`` (a name, a Knob, or a sequence of them) for one trainer.
+
+    Args:
+        knob, updater, values, options: as ``metahp.meta_policy`` (with several knobs, grids go in Knob instances).
+        seed: the first policy's seed; the next knob's is seed + 1, ... (None: unseeded).
+        combine: "factored" or "product" (several knobs only).
+        supported: the knob names this trainer can sample with (default: every registered knob).
+        who: the trainer's name, for error messages.
+        batch_size: completions per update, with ``batch_what`` saying where that number comes from: a product grid
+            with more candidates than that is refused (most candidates would never get evidence).
+
+    >>> ks = KnobSet(("temperature", "top_p"), "tampo", seed=0)
+    >>> sorted(ks.draw())
+    ['temperature', 'top_p']
+    """
+
+    def __init__(self, knob: str | Knob | Sequence[str | Knob] = "temperature", updater: str = "exp3", values=None,
+                 seed: int | None = 0, *, combine: str = "factored", supported: Sequence[str] | None = None,
+                 who: str = "this trainer", batch_size: int | None = None, batch_what: str = "a batch",
+                 **options):
+        knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
+        if not knobs:
+            raise ConfigError("knob=() adapts nothing; name at least one knob, e.g. knob='temperature'.")
+        if combine not in COMBINES:
+            raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
+                              f"the product of the grids).")
+        names = [k.name if isinstance(k, Knob) else k for k in knobs]
+        check_knob_names(names, list(KNOBS) if supported is None else supported, values, who)
+        seed = check_seed(seed)
+        if combine == "product" and len(knobs) > 1:
+            product = ProductKnob(*(make_knob(k) for k in knobs))
+            if batch_size is not None and len(product) > batch_size:
+                sizes = " x ".join(str(len(k)) for k in product.knobs)
+                raise ConfigError(f"the product grid {product.name} has {sizes} = {len(product)} candidates, more than "
+                                  f"the {batch_size} completions of {batch_what}; use combine='factored', smaller "
+                                  f"grids, or a larger batch.")
+            self.policies: dict[str, MetaPolicy] = {product.name: meta_policy(product, updater, None, seed, **options)}
+        else:
+            self.policies = {name: meta_policy(k, updater, values, None if seed is None else seed + i, **options)
+                             for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
+        self.names = tuple(names)
+        # Every adapted knob by its keyword (a product's components): what adapters apply and evaluate.
+        self.knobs: dict[str, Knob] = {}
+        for policy in self.policies.values():
+            parts = policy.knob.knobs if isinstance(policy.knob, ProductKnob) else (policy.knob,)
+            self.knobs.update({part.name: part for part in parts})
+        self.unscored_rows = 0  # rows left out because the value that sampled them gave them likelihood 0
+
+    def __repr__(self) -> str:
+        return f"KnobSet({self.policies!r})"
+
+    @property
+    def policy(self) -> MetaPolicy:
+        """The meta-policy, when one knob is adapted (else use ``.policies[name]``)."""
+        if len(self.policies) != 1:
+            raise AttributeError(f"several knobs are adapted {list(self.policies)}: use .policies[name].")
+        return next(iter(self.policies.values()))
+
+    @property
+    def needs_likelihoods(self) -> bool:
+        """Whether updates read per-candidate likelihoods (else only the batch's mean reward)."""
+        return any(p.needs_likelihoods for p in self.policies.values())
+
+    @property
+    def width(self) -> int:
+        """K_total: the number of likelihood columns, every policy's candidates side by side."""
+        return sum(len(p.knob) for p in self.policies.values())
+
+    # -- drawing --------------------------------------------------------------------------------------------------
+    def draw(self, agree: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+        """Each policy's value for the next batch, as {keyword: value} (a product's draw sets all its knobs).
+
+        ``agree(policy_name, value)`` is called after each draw (a distributed adapter checks there that every
+        process drew the same)."""
+        values: dict[str, Any] = {}
+        for name, policy in self.policies.items():
+            value = policy.sample()
+            if agree is not None:
+                agree(name, value)
+            values.update(policy.knob.components(value))
+        return values
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    def scoring_knobs(self, used: dict[str, Any] | None) -> list[Knob]:
+        """Each policy's knob as it scores a batch sampled with ``used`` (every setting of the batch)."""
+        return [p.knob.conditioned(used) for p in self.policies.values()]
+
+    def sequence_logprobs(self, logits, tokens, mask, used: dict[str, Any] | None) -> torch.Tensor:
+        """[B, K_total] length-normalised log-likelihoods, every policy's columns side by side (CPU float32)."""
+        return torch.cat([k.sequence_logprobs(logits, tokens, mask) for k in self.scoring_knobs(used)], dim=1)
+
+    # -- updating -------------------------------------------------------------------------------------------------
+    def update(self, logp=None, advantages=None, *, reward: float | None = None,
+               used: dict[str, Any] | None = None) -> dict[str, float]:
+        """One meta-update from a whole batch.
+
+        logp: [B, K_total] (``scoring_knobs`` columns; zero-advantage rows may hold anything, they are not read),
+            needed when ``needs_likelihoods``; advantages: [B]; reward: the batch's mean task reward (bandits);
+            used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule).
+        """
+        metrics: dict[str, float] = {}
+        if self.needs_likelihoods:
+            adv = advantages_of(advantages)
+            logp = as_tensor(logp, "logp").detach().cpu().float() if logp is not None else None
+            if logp is None or logp.dim() != 2 or logp.shape != (len(adv), self.width):
+                raise InputError(f"logp must be [B, K_total] = [{len(adv)}, {self.width}] (the scoring knobs' columns "
+                                 f"side by side), got {None if logp is None else tuple(logp.shape)}.")
+            keep = informative(adv)
+        start = 0
+        for name, policy in self.policies.items():
+            if not policy.needs_likelihoods:
+                m = policy.update(reward=reward)
+            else:
+                columns = logp[:, start:start + len(policy.knob)]
+                start += len(policy.knob)
+                rows = keep & ~unscorable(columns, self._used_index(policy, used))
+                skipped = int((keep & ~rows).sum())
+                if skipped:
+                    self._warn_unscored(name, skipped)
+                scalar = {} if reward is None else {"reward": reward}  # the likelihood rewards do not read it
+                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar)
+            metrics.update(name_metrics(m, name) if len(self.policies) > 1 else m)
+        return metrics
+
+    def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None,
+                           used: dict[str, Any] | None = None) -> dict[str, float]:
+        """``update`` from the raw logits that sampled the batch ([B, L, V]); zero-advantage rows are not scored."""
+        if not self.needs_likelihoods:
+            return self.update(advantages=advantages, reward=reward, used=used)
+        adv = advantages_of(advantages)
+        knobs = self.scoring_knobs(used)
+
+        def score(z, o, m):
+            return torch.cat([k.sequence_logprobs(z, o, m) for k in knobs], dim=1)
+
+        return self.update(score_informative_rows(score, logits, tokens, mask, adv), adv, reward=reward, used=used)
+
+    def _used_index(self, policy: MetaPolicy, used: dict[str, Any] | None) -> int | None:
+        """The index of the candidate that sampled the batch, if ``used`` says and it is on the grid."""
+        if not used:
+            return None
+        knob = policy.knob
+        parts = knob.knobs if isinstance(knob, ProductKnob) else (knob,)
+        if any(part.name not in used for part in parts):
+            return None
+        value = tuple(used[p.name] for p in parts) if isinstance(knob, ProductKnob) else used[knob.name]
+        return knob.values.index(value) if value in knob.values else None
+
+    def _warn_unscored(self, name: str, count: int) -> None:
+        if self.unscored_rows == 0:
+            warnings.warn(f"metahp: {count} completion(s) got likelihood 0 under the {name} value that sampled them "
+                          f"(the sampler and metahp decided a truncation boundary differently, e.g. GPU or vLLM "
+                          f"kernels); they are left out of the meta-update. .unscored_rows counts them.",
+                          stacklevel=4)
+        self.unscored_rows += count
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """One knob: the policy's own state; several: {"policies": {name: state}} (random generators included)."""
+        if len(self.policies) == 1:
+            return self.policy.state_dict()
+        return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output, all or nothing (a failure leaves every policy as it was)."""
+        if len(self.policies) == 1:
+            self.policy.load_state_dict(state)
+            return
+        if not isinstance(state, dict):
+            raise StateError(f"expected {{'policies': {{name: state}}}}, got {type(state).__name__}.")
+        require_keys(state, {"policies"}, "knob set state")
+        load_policies(self.policies, state["policies"], "policies")
