@@ -20,7 +20,7 @@ What happens at every training generation (TRL's ``_generate_and_score_completio
    temperature with the batch's truncation, if any, after it; a product candidate (T, c) is c after T).
    Rows with zero advantage are skipped. The [B, K]
    likelihoods and advantages of every rank are gathered, so every rank makes the same update and draws the same
-   next values. Metrics are appended to ``trainer._metrics["train"]`` (TensorBoard / W&B see them); the policies'
+   next values. Metrics go to TRL's training metrics buffer (TensorBoard / W&B see them); the policies'
    state is saved as ``metahp_state.json`` in every checkpoint-N folder and restored by
    ``trainer.train(resume_from_checkpoint=...)``.
 
