@@ -4,7 +4,8 @@ Each property is its own public function (``check_updater_purity``, ``check_knob
 ``check_updater``, ``check_knob``, ``check_reward`` and ``check_adapter`` run all of a plug-in's checks in order.
 A failing check raises AssertionError whose message starts with the check's name and the plug-in's, e.g.
 ``check_updater_learns(my_bandit): ...``; an exception the plug-in itself raises inside a check is reported the
-same way (the original is chained). The checks only read what a plug-in returns: they never modify a knob,
+same way (the original is chained). All checks of one kind take the same arguments (some read none of them),
+so a list of them can be run in a loop. The checks only read what a plug-in returns: they never modify a knob,
 updater or reward, but the policy and adapter checks advance the policy's random generator.
 """
 
@@ -259,7 +260,7 @@ def check_updater_learns(updater: Updater, values: Sequence[float] = VALUES, *, 
                 f"{p0[best]:.3f} -> {p[best]:.3f}; final probs {np.round(p, 3)}")
 
 
-def _grpo_batch(policy, rng: np.random.Generator, groups: int = 2, size: int = 4, length: int = 4,
+def _grpo_batch(rng: np.random.Generator, groups: int = 2, size: int = 4, length: int = 4,
                 vocab: int = 11) -> tuple:
     """(logits, tokens, mask, advantages, mean reward) of a random GRPO batch: binary rewards per group,
     group-normalised advantages (zero-variance groups give 0), the most likely token at every step (possible
@@ -289,7 +290,7 @@ def check_policy_json_round_trip(policy, *, steps: int = 4, seed: int = 0) -> No
     batches run again: the draws, probs and metrics must repeat exactly, and ``state_dict()`` right after the
     load must equal the saved state. Advances the policy (it ends where the continued run ended)."""
     rng = np.random.default_rng(seed)
-    batches = [_grpo_batch(policy, rng) for _ in range(2 * steps)]
+    batches = [_grpo_batch(rng) for _ in range(2 * steps)]
     for batch in batches[:steps]:
         _policy_step(policy, batch)
     saved = _json(policy.state_dict(), "state_dict()")
@@ -633,9 +634,10 @@ def check_adapter_state_round_trip(adapter) -> None:
     ``state_dict()`` must equal the saved state again; the copies then still agree (``check_adapter_copies``)."""
     _ensure(callable(getattr(adapter, "load_state_dict", None)), "the adapter has no load_state_dict(state)")
     saved = _json(adapter.state_dict(), "state_dict()")
-    policies = getattr(adapter, "policies", None) or {"policy": adapter.policy}
+    policies = getattr(adapter, "policies", None) or {"policy": getattr(adapter, "policy", None)}
     for policy in policies.values():
-        policy.sample()
+        if policy is not None:
+            policy.sample()
     adapter.load_state_dict(json.loads(json.dumps(saved)))
     again = _json(adapter.state_dict(), "state_dict() after load_state_dict")
     _ensure(_same(again, saved), "state_dict() after load_state_dict(json state) differs from the state loaded")
