@@ -344,9 +344,14 @@ class TRLAdapter:
                           f"afresh instead of continuing.", stacklevel=2)
             return
         state = read_json(path, "metahp TRL adapter state")
-        current, history = in_file(path, lambda: self._check_state(state))
+        in_file(path, lambda: self.load_state_dict(state))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output, all or nothing: policies, the values applied (written to every copy
+        again) and the history."""
+        current, history = self._check_state(state)
         policies = {"policies": state["policies"]} if "policies" in state else state["policy"]
-        in_file(path, lambda: self.knobset.load_state_dict(policies))  # all or nothing
+        self.knobset.load_state_dict(policies)
         self._current, self.history = current, history
         self.apply(self._current)
 

@@ -357,10 +357,7 @@ def test_each_adapter_check_rejects_its_broken_adapter(broken, check):
 
 
 # Gaps of the built-in adapters, asserted to still be there: closing one fails its test, so remove its entry then.
-KNOWN_ADAPTER_GAPS = {
-    "TRLAdapter": (r"^check_adapter_state_round_trip\(TRLAdapter\): the adapter has no load_state_dict",
-                   "restores only from a checkpoint folder (adapter.load(checkpoint)); no load_state_dict(state)"),
-}
+KNOWN_ADAPTER_GAPS: dict[str, tuple[str, str]] = {}
 
 
 def _known_gap_or_pass(adapter):

@@ -19,13 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {ROOT / "metahp": "metahp", ROOT / "integrations": "metahp.integrations"}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-EXPECTED_FAILURES = {
-    "metahp.lab.baselines": "the module docstring's two examples (lines 5-6) call trainer.attach(...) on a "
-                            "`trainer` that no example defines; they need `# doctest: +SKIP` (or a tiny trainer).",
-    "metahp.lab.grpo": "GRPOTrainer's example (lines 120-122) uses `model`, `tokenizer` and `metahp` without "
-                       "defining or importing them, and trains 50 steps; needs `# doctest: +SKIP`, or a tiny model "
-                       "and a step count a test can afford.",
-}
+EXPECTED_FAILURES: dict[str, str] = {}
 
 
 def _modules_with_examples() -> list[str]:

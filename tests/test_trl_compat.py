@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import trl  # noqa: F401  a dev dependency: a broken install fails here, it never skips
-
 from metahp.integrations import trl_1_16
 
 _spec = importlib.util.spec_from_file_location("trl_tiny", Path(__file__).with_name("trl_tiny.py"))

@@ -2,8 +2,11 @@
 
 Each is a ``KnobController`` for ``metahp.lab.grpo.GRPOTrainer`` (attach with ``trainer.attach(controller)``):
 
->>> trainer.attach(LinearSchedule(0.9, 1.5, steps=400))       # the TAMPO paper's heuristic ramp
->>> trainer.attach(EntropyTarget(target=None))                  # hold the first batch's entropy at T = start
+>>> trainer.attach(LinearSchedule(0.9, 1.5, steps=400))  # doctest: +SKIP
+
+(the TAMPO paper's heuristic ramp), or, to hold the first batch's entropy at T = start:
+
+>>> trainer.attach(EntropyTarget(target=None))  # doctest: +SKIP
 
 None of them looks at rewards. Metrics are logged as ``baseline/temperature`` (and ``baseline/entropy``,
 ``baseline/entropy_target`` for the entropy controller).

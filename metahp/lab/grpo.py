@@ -117,9 +117,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 class GRPOTrainer:
     """GRPO on a ``metahp.lab.tasks`` task with a causal LM from transformers.
 
-    >>> trainer = GRPOTrainer(model, tokenizer, make_task("addition"), GRPOConfig(seed=0))
+    >>> import metahp
+    >>> from metahp.lab.models import char_tokenizer, tiny_model
+    >>> from metahp.lab.tasks import make_task
+    >>> task = make_task("addition", difficulty=1)
+    >>> tokenizer = char_tokenizer(task.alphabet)
+    >>> model = tiny_model(tokenizer, hidden=32, layers=1, heads=2)
+    >>> trainer = GRPOTrainer(model, tokenizer, task, GRPOConfig(prompts_per_step=2, num_generations=2, seed=0))
     >>> adapter = metahp.adapt(trainer, knob="temperature")   # optional: learn the temperature
-    >>> history = trainer.train(steps=50)
+    >>> history = trainer.train(steps=2, progress=False)
+    >>> [m["step"] for m in history], adapter.policy.step
+    ([1, 2], 2)
     """
 
     def __init__(self, model, tokenizer, task, config: GRPOConfig | None = None, **settings):
