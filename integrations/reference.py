@@ -50,7 +50,8 @@ class ReferenceAdapter:
 
     # -- the trainer's hooks (metahp.lab.grpo.KnobController) --------------------------------------------------
     def knobs_for_next_batch(self) -> dict[str, Any]:
-        self._drawn = self.knobset.draw()
+        config = self.trainer.config
+        self._drawn = self.knobset.draw(rows=config.prompts_per_step * config.num_generations)
         return dict(self._drawn)
 
     def after_batch(self, rollout) -> dict[str, float]:
@@ -65,11 +66,13 @@ class ReferenceAdapter:
         self.knobset.load_state_dict(state)
 
 
-def attach(trainer, *, knob, updater, values, seed, combine="factored", **options) -> ReferenceAdapter:
+def attach(trainer, *, knob, updater, values, seed, combine="factored", per="batch", **options) -> ReferenceAdapter:
+    """``per="completion"``: one temperature per completion, mixed within each group (metahp.knobset.KnobSet)."""
     config = trainer.config
     knobset = KnobSet(knob, updater, values, config.seed if seed is None else seed, combine=combine,
                       supported=list(KNOBS), who="the reference trainer",
-                      batch_size=config.prompts_per_step * config.num_generations, batch_what="a batch", **options)
+                      batch_size=config.prompts_per_step * config.num_generations, batch_what="a batch", per=per,
+                      group_size=config.num_generations, **options)
     adapter = ReferenceAdapter(trainer, knobset)
     trainer.attach(adapter)
     return adapter

@@ -68,7 +68,7 @@ def supports(trainer) -> bool:
 
 
 def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
-           likelihoods="auto", combine="factored", **options) -> TRLAdapter:
+           likelihoods="auto", combine="factored", per="batch", **options) -> TRLAdapter:
     """Attach meta-policies over ``knob`` to a ``trl.GRPOTrainer``; see the module docstring.
 
     knob: "temperature", "top_p", "top_k", "min_p" (or a Knob instance), or a tuple of one temperature and one
@@ -87,7 +87,7 @@ def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=Non
     options: passed to ``metahp.meta_policy`` (e.g. alpha=0.05, nucleus_p=0.7, reward=..., selection=...).
     """
     return TRLAdapter(trainer, knob=knob, updater=updater, values=values, seed=seed, eval_value=eval_value,
-                      likelihoods=likelihoods, combine=combine, **options)
+                      likelihoods=likelihoods, combine=combine, per=per, **options)
 
 
 class TRLAdapter:
@@ -100,8 +100,12 @@ class TRLAdapter:
     """
 
     def __init__(self, trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
-                 likelihoods="auto", combine="factored", **options):
+                 likelihoods="auto", combine="factored", per="batch", **options):
         trl_compat.check_version()
+        if per != "batch":
+            raise ConfigError(f"per={per!r}: metahp's TRL adapter draws one value per generation batch for now; values "
+                              f"per completion (per='completion') work with metahp's reference trainer "
+                              f"(metahp.lab.grpo.GRPOTrainer). Use per='batch'.")
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
         args = trainer.args

@@ -43,6 +43,7 @@ from metahp.several_knobs import check_knob_names, name_metrics
 from metahp.state import load_policies, require_keys
 
 COMBINES = ("factored", "product")
+PER = ("batch", "completion")
 
 
 class KnobSet:
@@ -56,6 +57,9 @@ class KnobSet:
         who: the trainer's name, for error messages.
         batch_size: completions per update, with ``batch_what`` saying where that number comes from: a product grid
             with more candidates than that is refused (most candidates would never get evidence).
+        per: "batch" (one value per generation batch) or "completion" (one value per completion: each group of
+            ``group_size`` completions mixes the candidates in proportion to the meta-policy; one knob that scales
+            the logits, a per-candidate updater, and no more candidates than a group has completions).
 
     >>> ks = KnobSet(("temperature", "top_p"), "tampo", seed=0)
     >>> sorted(ks.draw())
@@ -65,7 +69,7 @@ class KnobSet:
     def __init__(self, knob: str | Knob | Sequence[str | Knob] = "temperature", updater: str = "exp3", values=None,
                  seed: int | None = 0, *, combine: str = "factored", supported: Sequence[str] | None = None,
                  who: str = "this trainer", batch_size: int | None = None, batch_what: str = "a batch",
-                 **options):
+                 per: str = "batch", group_size: int | None = None, **options):
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         if not knobs:
             raise ConfigError("knob=() adapts nothing; name at least one knob, e.g. knob='temperature'.")
@@ -87,6 +91,7 @@ class KnobSet:
             self.policies = {name: meta_policy(k, updater, values, None if seed is None else seed + i, **options)
                              for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
         self.names = tuple(names)
+        self.per, self.group_size = _check_per(per, group_size, self.policies, who)
         # Every adapted knob by its keyword (a product's components): what adapters apply and evaluate.
         self.knobs: dict[str, Knob] = {}
         for policy in self.policies.values():
@@ -115,11 +120,22 @@ class KnobSet:
         return sum(len(p.knob) for p in self.policies.values())
 
     # -- drawing --------------------------------------------------------------------------------------------------
-    def draw(self, agree: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
-        """Each policy's value for the next batch, as {keyword: value} (a product's draw sets all its knobs).
+    def draw(self, agree: Callable[[str, Any], None] | None = None, rows: int | None = None) -> dict[str, Any]:
+        """Each policy's value for the next batch, as {keyword: value} (a product's draw sets all its knobs); with
+        ``per="completion"``, {keyword: [one value per completion]} for the ``rows`` completions of the batch
+        (groups of ``group_size`` consecutive completions).
 
         ``agree(policy_name, value)`` is called after each draw (a distributed adapter checks there that every
         process drew the same)."""
+        if self.per == "completion":
+            if not isinstance(rows, int) or rows < 1 or rows % self.group_size:
+                raise ConfigError(f"draw(rows={rows!r}): values per completion need the batch's number of completions, "
+                                  f"a multiple of the group size {self.group_size}.")
+            policy = self.policy
+            values_per_row = policy.sample_rows(rows // self.group_size, self.group_size)
+            if agree is not None:
+                agree(policy.knob.name, tuple(values_per_row))
+            return {policy.knob.name: values_per_row}
         values: dict[str, Any] = {}
         for name, policy in self.policies.items():
             value = policy.sample()
@@ -156,17 +172,23 @@ class KnobSet:
             keep = informative(adv)
         start = 0
         for name, policy in self.policies.items():
-            if not policy.needs_likelihoods:
-                m = policy.update(reward=reward)
-            else:
+            row_index = self._row_indices(policy, used)  # values per completion: each row's candidate, else None
+            if policy.needs_likelihoods:
                 columns = logp[:, start:start + len(policy.knob)]
                 start += len(policy.knob)
-                rows = keep & ~unscorable(columns, self._used_index(policy, used))
+                sampled = row_index if row_index is not None else self._used_index(policy, used)
+                rows = keep & ~unscorable(columns, sampled)
                 skipped = int((keep & ~rows).sum())
                 if skipped:
                     self._warn_unscored(name, skipped)
                 scalar = {} if reward is None else {"reward": reward}  # the likelihood rewards do not read it
-                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar)
+                per_row = {} if row_index is None else {"rows": row_index[rows]}
+                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row)
+            elif policy.reward.kind == "per_candidate":  # a per-completion signal from advantages alone: every row
+                advantages_all = advantages_of(advantages)
+                m = policy.update(advantages=advantages_all, rows=row_index, batch_size=len(advantages_all))
+            else:
+                m = policy.update(reward=reward)
             metrics.update(name_metrics(m, name) if len(self.policies) > 1 else m)
         return metrics
 
@@ -182,6 +204,26 @@ class KnobSet:
             return torch.cat([k.sequence_logprobs(z, o, m) for k in knobs], dim=1)
 
         return self.update(score_informative_rows(score, logits, tokens, mask, adv), adv, reward=reward, used=used)
+
+    def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None) -> torch.Tensor | None:
+        """With values per completion, the index of each row's candidate ([B] long), from ``used``."""
+        if self.per != "completion":
+            return None
+        knob = policy.knob
+        values = used.get(knob.name) if used else None
+        if values is None or isinstance(values, int | float):
+            raise InputError(f"values are drawn per completion: pass used={{{knob.name!r}: [the value of every "
+                             f"completion]}} (what draw() returned).")
+        values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+        grid = torch.tensor(knob.values, dtype=torch.float64)
+        # Each row's candidate; float32 copies of the values (a tensor on the way) match to float32 precision.
+        distance = (values.unsqueeze(1) - grid.unsqueeze(0)).abs()
+        nearest = distance.argmin(dim=1)
+        off = distance.gather(1, nearest.unsqueeze(1)).squeeze(1) > 1e-6 * grid[nearest].abs().clamp(min=1)
+        if off.any():
+            raise InputError(f"used[{knob.name!r}] holds {values[off][:5].tolist()}, which are not candidates "
+                             f"{list(knob.values)}.")
+        return nearest
 
     def _used_index(self, policy: MetaPolicy, used: dict[str, Any] | None) -> int | None:
         """The index of the candidate that sampled the batch, if ``used`` says and it is on the grid."""
@@ -204,13 +246,26 @@ class KnobSet:
 
     # -- state ----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """One knob: the policy's own state; several: {"policies": {name: state}} (random generators included)."""
+        """One knob: the policy's own state; several: {"policies": {name: state}} (random generators included);
+        values per completion: {"per": "completion", "policies": {...}}, so that neither kind loads into the other."""
+        if self.per == "completion":
+            return {"per": self.per, "policies": {name: p.state_dict() for name, p in self.policies.items()}}
         if len(self.policies) == 1:
             return self.policy.state_dict()
         return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()`` output, all or nothing (a failure leaves every policy as it was)."""
+        """Restore ``state_dict()`` output, all or nothing (a failure leaves every policy as it was). The policies'
+        own checks refuse a state of another grid, updater or reward (a per-batch state is refused by a
+        per-completion set whose reward differs)."""
+        saved_per = state.get("per", "batch") if isinstance(state, dict) else "batch"
+        if saved_per != self.per:
+            raise StateError(f"the state was saved with values per {saved_per}, this knob set draws them per "
+                             f"{self.per}; attach with per={saved_per!r} to resume it.")
+        if self.per == "completion":
+            require_keys(state, {"per", "policies"}, "knob set state")
+            load_policies(self.policies, state["policies"], "policies")
+            return
         if len(self.policies) == 1:
             self.policy.load_state_dict(state)
             return
@@ -218,3 +273,30 @@ class KnobSet:
             raise StateError(f"expected {{'policies': {{name: state}}}}, got {type(state).__name__}.")
         require_keys(state, {"policies"}, "knob set state")
         load_policies(self.policies, state["policies"], "policies")
+
+
+def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) -> tuple[str, int | None]:
+    """Values per completion: one knob that scales the logits, per-candidate feedback, K <= G."""
+    if per not in PER:
+        raise ConfigError(f"per={per!r}: use 'batch' (one value per generation batch) or 'completion' (one value per "
+                          f"completion, mixed within each group).")
+    if per == "batch":
+        return per, None
+    if len(policies) != 1:
+        raise ConfigError(f"values per completion adapt one knob for now, not {list(policies)}.")
+    (policy,) = policies.values()
+    knob = policy.knob
+    if getattr(knob, "role", None) != "scales" or isinstance(knob, ProductKnob):
+        raise ConfigError(f"values per completion support a knob that scales the logits (the temperature) for now, "
+                          f"not {knob.name!r}: {who} samples each completion at its own temperature.")
+    if policy.reward.kind != "per_candidate":
+        raise ConfigError(f"values per completion need a per-candidate updater (tampo, softmax_gradient), not "
+                          f"{policy.updater.name!r}, which credits one value per batch.")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise ConfigError(f"values per completion need the group size (completions per prompt, >= 2), got "
+                          f"{group_size!r}.")
+    if len(knob) > group_size:
+        raise ConfigError(f"the grid has {len(knob)} candidates but a group only {group_size} completions: most "
+                          f"candidates would appear in no group. Use at most {group_size} candidates (values=[...]) "
+                          f"or more completions per prompt.")
+    return per, group_size

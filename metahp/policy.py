@@ -18,7 +18,7 @@ from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import Knob, make_knob
 from metahp.rewards import REWARDS, Batch, Reward
 from metahp.rows import advantages_of, as_real_array, informative, score_informative_rows
-from metahp.selection import SELECTIONS, selection_options
+from metahp.selection import SELECTIONS, selection_options, stratified_counts
 from metahp.state import check_rng_state, require_int, require_keys
 from metahp.updaters import UPDATERS, Feedback, Updater
 
@@ -56,7 +56,7 @@ class MetaPolicy(ABC):
 
     @abstractmethod
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
-               batch_size: int | None = None) -> dict[str, float]:
+               batch_size: int | None = None, rows=None) -> dict[str, float]:
         """Learn from one batch; return its metrics: metahp/<knob> (the value used), metahp/<knob>_mean,
         metahp/prob/<v>, and metahp/advantage/<v> (per-candidate updaters) or metahp/bandit_reward (bandits)."""
 
@@ -114,6 +114,7 @@ class GridMetaPolicy(MetaPolicy):
         self._updater_state = updater.init(knob.values)
         self._reward_state = reward.init()
         self._chosen: int | None = None
+        self._row_shares: np.ndarray | None = None  # share of the last per-completion draw at each candidate
         self.step = 0
 
     def __repr__(self) -> str:
@@ -126,7 +127,7 @@ class GridMetaPolicy(MetaPolicy):
 
     @property
     def needs_likelihoods(self) -> bool:
-        return self.reward.kind == "per_candidate"
+        return self.reward.needs_likelihoods
 
     @property
     def value(self) -> float | None:
@@ -136,11 +137,27 @@ class GridMetaPolicy(MetaPolicy):
     def sample(self) -> float:
         kwargs = {"nucleus_p": self.nucleus_p} if self.selection == "nucleus" else {}
         self._chosen = SELECTIONS[self.selection](self.probs, self._rng, **kwargs)
+        self._row_shares = None
         return self.values[self._chosen]
 
+    def sample_rows(self, groups: int, group_size: int) -> list:
+        """One value per completion: each group of ``group_size`` completions mixes the candidates in proportion to
+        ``probs`` (``stratified_counts``: candidate k gets floor or ceil of G p_k completions of every group).
+        Returns ``groups * group_size`` values, group by group, candidates in grid order within a group; the
+        update then credits each completion's own candidate (``update(..., rows=...)``)."""
+        if self.reward.kind != "per_candidate":
+            raise ConfigError(f"values per completion need per-candidate feedback; updater {self.updater.name!r} "
+                              f"learns from the batch's one value. Use tampo or softmax_gradient.")
+        indices = np.concatenate([np.repeat(np.arange(len(self.values)), stratified_counts(self.probs, group_size,
+                                                                                           self._rng))
+                                  for _ in range(groups)])
+        self._chosen = None
+        self._row_shares = np.bincount(indices, minlength=len(self.values)) / len(indices)
+        return [self.values[i] for i in indices]
+
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
-               batch_size: int | None = None) -> dict[str, float]:
-        batch = self._check_batch(seq_logprobs, advantages, reward, batch_size)
+               batch_size: int | None = None, rows=None) -> dict[str, float]:
+        batch = self._check_batch(seq_logprobs, advantages, reward, batch_size, rows)
         # Nothing is assigned until the reward and the updater have both accepted the batch: an error leaves the
         # policy as it was.
         signal, reward_state = self.reward(self._reward_state, batch)
@@ -162,6 +179,11 @@ class GridMetaPolicy(MetaPolicy):
         if self._chosen is not None:
             for name, v in self.knob.components(self.values[self._chosen]).items():
                 metrics[f"metahp/{name}"] = float(v)
+        elif self._row_shares is not None:  # values per completion: their mean, and the share of rows at each value
+            for name, mean in self._component_means(self._row_shares).items():
+                metrics[f"metahp/{name}"] = mean
+            for v, share in zip(self.values, self._row_shares, strict=True):
+                metrics[f"metahp/rows/{self.knob.label(v)}"] = float(share)
         for name, mean in self._component_means(probs).items():
             metrics[f"metahp/{name}_mean"] = mean
         for v, p in zip(self.values, probs, strict=True):
@@ -173,7 +195,7 @@ class GridMetaPolicy(MetaPolicy):
             metrics["metahp/bandit_reward"] = feedback.reward
         return metrics
 
-    def _check_batch(self, seq_logprobs, advantages, reward, batch_size) -> Batch:
+    def _check_batch(self, seq_logprobs, advantages, reward, batch_size, rows=None) -> Batch:
         k = len(self.values)
         logp = adv = None
         if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float | np.number)
@@ -213,11 +235,22 @@ class GridMetaPolicy(MetaPolicy):
                                  "update_from_logits); got no seq_logprobs.")
             if batch_size is None and len(logp) == 0:
                 raise InputError("empty batch: seq_logprobs has 0 rows; pass at least one trajectory.")
+        row_candidates = None
+        if rows is not None:
+            row_candidates = as_real_array(rows, "rows")
+            if adv is None or row_candidates.shape != adv.shape:
+                raise InputError(f"rows has shape {row_candidates.shape}; pass one candidate index per advantage "
+                                 f"({None if adv is None else len(adv)}).")
+            if not (np.isfinite(row_candidates).all() and (row_candidates == np.round(row_candidates)).all()
+                    and ((row_candidates >= 0) & (row_candidates < k)).all()):
+                raise InputError(f"rows must hold candidate indices in [0, {k}), got {row_candidates[:5].tolist()}.")
+            row_candidates = row_candidates.astype(np.int64)
         n = batch_size if batch_size is not None else (len(logp) if logp is not None else None)
         if n is not None and (n < 1 or (logp is not None and n < len(logp))):
             raise InputError(f"batch_size={n} must be >= 1 and >= the {0 if logp is None else len(logp)} rows "
                              f"passed (it counts every trajectory, scored or skipped).")
-        return Batch(seq_logprobs=logp, advantages=adv, batch_size=n, mean_reward=reward)
+        return Batch(seq_logprobs=logp, advantages=adv, batch_size=n, mean_reward=reward, row_candidates=row_candidates,
+                     candidates=k)
 
     # -- checkpointing ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -88,8 +88,11 @@ def score_informative_rows(score: Callable, logits, tokens, mask, advantages: to
     return out
 
 
-def unscorable(columns: torch.Tensor, used_index: int | None) -> torch.Tensor:
-    """[B] bool: rows the candidate ``used_index`` (the one that sampled the batch) finds impossible (-inf)."""
+def unscorable(columns: torch.Tensor, used_index: int | torch.Tensor | None) -> torch.Tensor:
+    """[B] bool: rows the candidate that sampled them finds impossible (-inf). ``used_index``: the batch's one
+    candidate, or each row's ([B] long, values per completion); None: not known, nothing is left out."""
     if used_index is None:
         return torch.zeros(columns.shape[0], dtype=torch.bool)
+    if isinstance(used_index, torch.Tensor):
+        return torch.isneginf(columns.gather(1, used_index.view(-1, 1)).squeeze(1))
     return torch.isneginf(columns[:, used_index])

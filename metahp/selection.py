@@ -42,6 +42,19 @@ def greedy(probs: np.ndarray, rng: np.random.Generator) -> int:
 SELECTIONS = {"nucleus": nucleus, "sample": sample, "greedy": greedy}
 
 
+def stratified_counts(probs: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """How many of ``n`` rows go to each candidate: systematic sampling of ``probs``.
+
+    With one uniform u in [0, 1), the points (u + j) / n, j = 0 .. n-1, fall into the bins of the cumulative
+    distribution: candidate k gets floor(n p_k) or ceil(n p_k) rows, n p_k on average, so a group of G completions
+    mixes the candidates in proportion to the meta-policy with far less variance than G independent draws.
+    """
+    points = (rng.random() + np.arange(n)) / n
+    edges = np.cumsum(probs)
+    edges[-1] = 1.0  # rounding: every point lands in a bin
+    return np.bincount(np.searchsorted(edges, points, side="right"), minlength=len(probs))
+
+
 @validate_call
 def selection_options(nucleus_p: Annotated[float, Field(gt=0, le=1)] = 0.7) -> dict:
     """Validated options of the selection rules (only nucleus has one)."""

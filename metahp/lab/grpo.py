@@ -199,9 +199,16 @@ class GRPOTrainer:
         self.model.eval()
         truncating = bool(active_truncations(knobs))
         # Every registered knob, as generate takes it (top_k 0 and min_p None switch those off).
-        sampling = {name: cls.backend_value(knobs.get(name, cls.off_value)) for name, cls in KNOBS.items()}
+        sampling = {name: cls.backend_value(knobs.get(name, cls.off_value)) for name, cls in KNOBS.items()
+                    if not _per_row(knobs.get(name))}
+        processors = []
+        if _per_row(knobs.get("temperature")):
+            # One temperature per completion: generate samples at T = 1 after this processor, which transformers
+            # runs before its truncation warpers (temperature first, as with one value).
+            sampling["temperature"] = 1.0
+            processors.append(PerRowTemperature(torch.tensor(knobs["temperature"], device=self.device)))
         out = self.model.generate(
-            **enc, do_sample=True, **sampling, max_new_tokens=max_new_tokens,
+            **enc, do_sample=True, **sampling, max_new_tokens=max_new_tokens, logits_processor=processors or None,
             output_logits=True, output_scores=truncating, return_dict_in_generate=True,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
         )
@@ -233,7 +240,7 @@ class GRPOTrainer:
     def sampling_logprobs(self, logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
         """log-probs of the completion tokens from raw logits [B, L, V]: temperature, then (with
         ``replay_truncation``) the truncated support each token was sampled from, renormalised."""
-        scaled = logits.float() / rollout.knobs["temperature"]
+        scaled = logits.float() / _temperature_of(rollout.knobs, logits)
         if rollout.support is not None and self.config.replay_truncation:
             scaled = scaled.masked_fill(~rollout.support, float("-inf"))
         return torch.log_softmax(scaled, dim=-1).gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
@@ -290,7 +297,7 @@ class GRPOTrainer:
         meta = self.controller.after_batch(rollout) if self.controller is not None else {}
         t3 = time.perf_counter()
         mask = rollout.completion_mask.bool()
-        scaled = rollout.logits / rollout.knobs["temperature"]
+        scaled = rollout.logits / _temperature_of(rollout.knobs, rollout.logits)
         if rollout.support is not None:
             scaled = scaled.masked_fill(~rollout.support, float("-inf"))
         logp = torch.log_softmax(scaled, -1)
@@ -300,8 +307,10 @@ class GRPOTrainer:
         metrics = {
             "step": self.step, "reward": float(rollout.rewards.mean()),
             "pass_rate": float((groups.max(dim=1).values > 0).float().mean()),  # prompts with >= 1 success
+            # groups whose completions all got the same reward: zero advantage, no gradient from them
+            "zero_advantage_groups": float((groups.amax(dim=1) == groups.amin(dim=1)).float().mean()),
             "entropy": float(entropy), "loss": loss, "completion_tokens": float(mask.sum(1).float().mean()),
-            **{f"knob/{k}": v for k, v in rollout.knobs.items()},
+            **{f"knob/{k}": float(np.mean(v)) if _per_row(v) else v for k, v in rollout.knobs.items()},
             "time/generation": t1 - t0, "time/policy_update": t2 - t1, "time/meta_update": t3 - t2,
             **meta,
         }
@@ -455,6 +464,29 @@ class GRPOTrainer:
         self.step, self.history = state["step"], state["history"]
         self._rng.bit_generator.state = state["numpy_rng"]
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
+
+
+class PerRowTemperature:
+    """transformers logits processor: row b of the scores divided by its own temperature t[b] ([B])."""
+
+    def __init__(self, temperatures: torch.Tensor):
+        self.temperatures = temperatures.float().unsqueeze(1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores / self.temperatures
+
+
+def _per_row(value) -> bool:
+    """Whether a knob's value is one value per completion (a list or tensor) rather than one for the batch."""
+    return isinstance(value, list | tuple | torch.Tensor | np.ndarray)
+
+
+def _temperature_of(knobs: dict, logits: torch.Tensor):
+    """The batch's temperature as a divisor of logits [B, L, V]: a number, or [B, 1, 1] for one per completion."""
+    t = knobs["temperature"]
+    if not _per_row(t):
+        return t
+    return torch.as_tensor(t, dtype=logits.dtype, device=logits.device).view(-1, *([1] * (logits.dim() - 1)))
 
 
 def _rng_states():

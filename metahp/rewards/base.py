@@ -28,12 +28,17 @@ class Batch:
     advantages: [B] the trajectories' advantages (GRPO: group-normalised rewards).
     batch_size: N, the number of trajectories in the whole batch (>= B when zero-advantage rows were skipped).
     mean_reward: the batch's mean task reward, for scalar (bandit) feedback.
+    row_candidates: [B] the index of the candidate each trajectory was sampled with, when values are drawn per
+        completion (None when the whole batch used one value).
+    candidates: K, the size of the grid.
     """
 
     seq_logprobs: np.ndarray | None = None
     advantages: np.ndarray | None = None
     batch_size: int | None = None
     mean_reward: float | None = None
+    row_candidates: np.ndarray | None = None
+    candidates: int | None = None
 
 
 class Reward(ABC):
@@ -41,6 +46,9 @@ class Reward(ABC):
 
     name: ClassVar[str]
     kind: ClassVar[FeedbackKind]
+    # Whether it reads per-candidate likelihoods (then zero-advantage rows are never scored); a per-completion
+    # reward that reads only advantages and each row's candidate sets False and sees every row.
+    needs_likelihoods: ClassVar[bool] = False
 
     def init(self) -> dict:
         """Initial state (JSON-safe values only)."""

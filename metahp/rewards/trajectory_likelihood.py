@@ -41,6 +41,7 @@ class TrajectoryLikelihood(Reward):
 
     name = "trajectory_likelihood"
     kind = "per_candidate"
+    needs_likelihoods = True
 
     @validate_call
     def __init__(self, normalizer: Literal["sparsemax", "softmax", "argmax"] = "sparsemax"):

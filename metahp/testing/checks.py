@@ -12,6 +12,7 @@ updater or reward, but the policy and adapter checks advance the policy's random
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -470,7 +471,8 @@ def check_knob(knob: Knob, vocab: int = 37, batch: int = 3, length: int = 5, see
 # -- rewards -----------------------------------------------------------------------------------------------
 def _reward_batches(k: int, count: int, seed: int) -> list[Batch]:
     """GRPO-like batches with every field a reward may read: 2 groups of 4, one of them sometimes of zero
-    variance; seq_logprobs <= 0 with an occasional -inf (a candidate that cannot produce a trajectory)."""
+    variance; seq_logprobs <= 0 with an occasional -inf (a candidate that cannot produce a trajectory); each row's
+    candidate (values per completion) and the grid size."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
@@ -482,7 +484,8 @@ def _reward_batches(k: int, count: int, seed: int) -> list[Batch]:
         logp = -rng.exponential(2.0, size=(8, k))
         if k > 1:
             logp[0, int(rng.integers(k))] = -np.inf
-        out.append(Batch(seq_logprobs=logp, advantages=adv.ravel(), batch_size=8, mean_reward=float(rewards.mean())))
+        out.append(Batch(seq_logprobs=logp, advantages=adv.ravel(), batch_size=8, mean_reward=float(rewards.mean()),
+                         row_candidates=rng.integers(0, k, size=8), candidates=k))
     return out
 
 
@@ -568,8 +571,7 @@ def check_reward_zero_advantages(reward: Reward, k: int = 5, *, steps: int = 6, 
     if reward.kind != "per_candidate":
         return
     for step, (state, batch) in enumerate(_reward_run(reward, k, steps, seed)):
-        zero = Batch(seq_logprobs=batch.seq_logprobs, advantages=np.zeros_like(batch.advantages),
-                     batch_size=batch.batch_size, mean_reward=batch.mean_reward)
+        zero = dataclasses.replace(batch, advantages=np.zeros_like(batch.advantages))
         feedback = np.asarray(reward(state, zero)[0])
         _ensure(np.array_equal(feedback, np.zeros(k)), f"all-zero advantages gave feedback {feedback} at step {step}")
 
