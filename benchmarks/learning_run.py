@@ -20,6 +20,7 @@ DEFAULT_OUT = HERE / "results" / "learning"
 TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill", "word_arithmetic")
 FIXED = (0.6, 0.8, 1.0, 1.2, 1.5)
 UPDATERS = ("tampo", "softmax_gradient", "exp3", "sliding_window_ucb", "thompson")
+PER_COMPLETION = {"per": "completion", "values": list(FIXED)}
 
 
 # -- the strategies ---------------------------------------------------------------------------------------------
@@ -50,6 +51,12 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("ramp_1.5_0.6", "schedule", start=1.5, end=0.6),
     Strategy("entropy_target", "entropy"),
     *(Strategy(u, "metahp", updater=u) for u in UPDATERS),
+    # One temperature per completion over the fixed sweep's grid, mixed within each group (issue 13): the uniform
+    # mixture (not learned: the ablation), and the meta-policy learned from each signal.
+    Strategy("rows_uniform", "metahp", updater="uniform", options={**PER_COMPLETION}),
+    *(Strategy(f"rows_{signal}", "metahp", updater="softmax_gradient", options={**PER_COMPLETION, "reward": reward})
+      for signal, reward in (("informative", "informativeness"), ("advantage", "within_group_advantage"),
+                             ("likelihood", "trajectory_likelihood"))),
 )}
 
 
@@ -233,6 +240,8 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             "entropy": [m["entropy"] for m in history],
             # metahp updaters: expected temperature under the meta-policy after each update
             "temperature_mean": [m.get("metahp/temperature_mean") for m in history] if adapted else None,
+            # groups whose completions all got the same reward (no gradient), per step
+            "zero_advantage_groups": [m.get("zero_advantage_groups") for m in history],
         },
     }
     if adapted:

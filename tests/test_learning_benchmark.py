@@ -198,3 +198,24 @@ def test_cost_grid_smoke_no_candidate_sized_allocation(tmp_path, monkeypatch):
         peaks = [r["peak_mib"] for r in rows if r["V"] == v]
         assert max(peaks) <= 1.2 * min(peaks) and all(r["peak_over_logits"] < 4 for r in rows if r["V"] == v)
     assert all(0 < r["share"] < 1 for r in result["trainer"])
+
+
+def test_per_completion_strategies_run_and_record_their_mixture(learning, tmp_path, monkeypatch):
+    """The issue-13 strategies (one temperature per completion over the fixed grid) run end to end: uniform mixture
+    and learned, each signal; the record keeps the mean temperature and the zero-advantage share per step."""
+    import dataclasses
+
+    import learning_run
+
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    args = dataclasses.replace(learning.smoke_sized(learning.parse_args(["--out", str(tmp_path / "out")])),
+                               num_generations=5)
+    learning_run.prepare(args, "addition", 0)
+    for name in ("rows_uniform", "rows_informative", "rows_advantage", "rows_likelihood"):
+        learning_run.run_one(args, "addition", 0, name)
+        record = json.loads((tmp_path / "out" / "runs" / f"addition__{name}__seed0.json").read_text())
+        temps = record["series"]["temperature"]
+        assert len(temps) == 3 and all(0.6 <= t <= 1.5 for t in temps)
+        assert all(0.0 <= z <= 1.0 for z in record["series"]["zero_advantage_groups"])
+        if name == "rows_uniform":  # 5 completions per group over 5 values: each value once, mean 1.02
+            assert temps == pytest.approx([1.02] * 3)
