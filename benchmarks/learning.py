@@ -66,6 +66,8 @@ def parse_args(argv=None) -> Args:
                    help="default: GRPOConfig's (tuned for tiny)")
     p.add_argument("--max-completion-tokens", type=int, default=d.max_completion_tokens,
                    help="default: the task's longest answer in characters + 1 (one token per character)")
+    p.add_argument("--train-set-size", type=int, default=d.train_set_size,
+                   help="a fixed set of N training problems per (task, seed) iterated in epochs (0: fresh every step)")
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--report-only", action="store_true", help="rebuild tables and figures from <out>/runs")
     p.add_argument("--smoke", action="store_true", help="1 task, 2 strategies, 1 seed, 3 steps, tiny eval")

@@ -99,6 +99,8 @@ class Args:
     """GRPO learning rate; default: GRPOConfig's (tuned for tiny)"""
     max_completion_tokens: int | None = None
     """completion length; default: the task's longest answer in characters + 1 (one token per character)"""
+    train_set_size: int = 0
+    """0: fresh training problems every step; N: a fixed set of N problems per (task, seed), iterated in epochs"""
     out: Path = DEFAULT_OUT
     """results folder: runs/ and warm/ (one JSON per run and per warm start), report.md, summary.json, figures"""
     report_only: bool = False
@@ -155,6 +157,8 @@ def trainer_settings(args: Args, task, seed: int) -> dict:
     settings = {"max_completion_tokens": args.max_completion_tokens or task.max_completion_chars + 1, "seed": seed}
     if args.learning_rate:
         settings["learning_rate"] = args.learning_rate
+    if args.train_set_size:
+        settings["train_set_size"] = args.train_set_size
     return settings
 
 
@@ -231,6 +235,7 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
         "task": task_name, "strategy": strategy_name, "seed": seed, "steps": args.steps, "model": args.model,
         "learning_rate": trainer.config.learning_rate, "max_completion_tokens": trainer.config.max_completion_tokens,
         "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
+        "train_set_size": args.train_set_size,
         "eval_problems": args.eval_problems, "k": args.k, "warm_pass_rate": info.get("pass_rate"),
         "after": after, "reward_auc": float(np.mean([m["reward"] for m in history])),
         "train_s": train_s, "eval_s": eval_s, "meta_update_share": meta / total if total else 0.0,

@@ -184,3 +184,23 @@ def test_evaluation_does_not_disturb_the_training_stream():
     a.evaluate(TASK.sample_prompts(4, 0, split="eval"), k=2)
     assert _trace(a.train(2, progress=False)) == _trace(b.train(2, progress=False))
     assert np.isfinite(a.history[-1]["entropy"])
+
+
+def test_a_fixed_training_set_is_iterated_in_shuffled_epochs_and_resumes_exactly(tmp_path):
+    t = trainer(seed=3, train_set_size=5)
+    assert len(t.train_set) == 5
+    seen = [t.generate().problem_ids for _ in range(5)]  # 3 prompts a step: 15 = 3 epochs of 5
+    flat = [i for ids in seen for i in ids]
+    assert all(sorted(flat[5 * e:5 * e + 5]) == [0, 1, 2, 3, 4] for e in range(3))  # every problem once an epoch
+    assert flat[:5] != flat[5:10]  # each epoch in a new order
+    assert [p.prompt for p in t.train_set] == [p.prompt for p in trainer(seed=3, train_set_size=5).train_set]
+    assert trainer(seed=3).generate().problem_ids is None  # fresh problems by default
+    first = trainer(seed=4, train_set_size=4)
+    history = first.train(3, output_dir=tmp_path, progress=False)  # 9 problems served: mid-way through epoch 3
+    assert history[-1]["epoch"] == pytest.approx(9 / 4)
+    with pytest.raises(StateError, match="train_set_size=4, seed=4"):
+        trainer(seed=99, train_set_size=4).load_checkpoint(tmp_path / "checkpoint")
+    resumed = trainer(seed=4, train_set_size=4)
+    resumed.load_checkpoint(tmp_path / "checkpoint")
+    assert resumed.served == 9 and resumed._train_queue == first._train_queue
+    assert [resumed.generate().problem_ids for _ in range(3)] == [first.generate().problem_ids for _ in range(3)]

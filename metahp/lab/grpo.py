@@ -64,6 +64,9 @@ class GRPOConfig(BaseModel):
     replay_truncation: bool = Field(True, description="compute the loss's log-probs on the truncated support "
                                                       "each completion was sampled from (see docs)")
     eval_temperature: float = Field(1.0, gt=0, description="temperature of pass@k evaluation samples")
+    train_set_size: int = Field(0, ge=0, description="0: fresh training problems every step; N: a fixed set of N "
+                                                     "problems iterated over in shuffled epochs, as real datasets "
+                                                     "are (prompts recur, so each has a history)")
     seed: int = 0
 
     @classmethod
@@ -89,6 +92,7 @@ class Rollout:
     completions: list[str]
     rewards: torch.Tensor  # [B]
     advantages: torch.Tensor  # [B]
+    problem_ids: list[int] | None = None  # [P] index of each prompt in the fixed training set (None: fresh problems)
 
 
 class KnobController(Protocol):
@@ -148,6 +152,11 @@ class GRPOTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._rng = np.random.default_rng(self.config.seed)
+        # The fixed training set (train_set_size > 0) comes from its own stream, so fresh-problem runs are unchanged.
+        self.train_set = (task.sample_prompts(self.config.train_set_size, np.random.default_rng([self.config.seed, 1]),
+                                              split="train") if self.config.train_set_size else None)
+        self._train_queue: list[int] = []  # indices of the current epoch still to be served
+        self.served = 0  # training problems served so far (epoch = served // train_set_size)
         torch.manual_seed(self.config.seed)
 
     # -- knobs -------------------------------------------------------------------------------------------
@@ -227,14 +236,24 @@ class GRPOTrainer:
         cfg = self.config
         knobs = self.knobs()
         self.last_knobs = dict(knobs)  # what the batch is sampled with and its loss replays (adapters check it)
-        problems = self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train")
+        problem_ids = self._next_problem_ids(cfg.prompts_per_step) if self.train_set is not None else None
+        problems = ([self.train_set[i] for i in problem_ids] if problem_ids is not None
+                    else self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train"))
         prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]
         pids, pmask, cids, cmask, logits, support, texts = self._sample(prompts, knobs, cfg.max_completion_tokens)
         targets = [p for p in problems for _ in range(cfg.num_generations)]
         rewards = torch.tensor([self.task.reward(p, c) for p, c in zip(targets, texts, strict=True)],
                                device=self.device)
         advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.num_generations)).view(-1)
-        return Rollout(pids, pmask, cids, cmask, logits, knobs, support, texts, rewards, advantages)
+        return Rollout(pids, pmask, cids, cmask, logits, knobs, support, texts, rewards, advantages, problem_ids)
+
+    def _next_problem_ids(self, n: int) -> list[int]:
+        """The next ``n`` problems of the fixed training set: epochs of shuffled passes over it, back to back."""
+        while len(self._train_queue) < n:
+            self._train_queue.extend(int(i) for i in self._rng.permutation(len(self.train_set)))
+        ids, self._train_queue = self._train_queue[:n], self._train_queue[n:]
+        self.served += n
+        return ids
 
     # -- policy update -----------------------------------------------------------------------------------
     def sampling_logprobs(self, logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
@@ -306,6 +325,7 @@ class GRPOTrainer:
         self.step += 1
         metrics = {
             "step": self.step, "reward": float(rollout.rewards.mean()),
+            **({"epoch": self.served / len(self.train_set)} if self.train_set is not None else {}),
             "pass_rate": float((groups.max(dim=1).values > 0).float().mean()),  # prompts with >= 1 success
             # groups whose completions all got the same reward: zero advantage, no gradient from them
             "zero_advantage_groups": float((groups.amax(dim=1) == groups.amin(dim=1)).float().mean()),
@@ -402,7 +422,8 @@ class GRPOTrainer:
                         "reference": None if self.reference is None else self.reference.state_dict()},
                        staging / "trainer.pt")
             state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
-                     "python_rng": random.getstate(), "config": self.config.model_dump()}
+                     "python_rng": random.getstate(), "config": self.config.model_dump(),
+                     "train_queue": self._train_queue, "served": self.served}
             write_json_atomic(staging / "trainer_state.json", state)
             if self.controller is not None:
                 write_json_atomic(staging / "metahp_state.json", self.controller.state_dict())
@@ -429,6 +450,12 @@ class GRPOTrainer:
         # 1. read and check everything, assigning nothing
         state_file = path / "trainer_state.json"
         state = in_file(state_file, lambda: _check_trainer_state(read_json(state_file, "trainer state")))
+        saved = state["config"]
+        if saved.get("train_set_size", 0) and (saved.get("train_set_size"), saved.get("seed")) != (
+                self.config.train_set_size, self.config.seed):
+            raise StateError(f"{state_file}: the run iterated a fixed training set of {saved['train_set_size']} "
+                             f"problems drawn with seed {saved.get('seed')}; build the trainer with "
+                             f"train_set_size={saved['train_set_size']}, seed={saved.get('seed')} to resume it.")
         meta_file = path / "metahp_state.json"
         if self.controller is not None and not meta_file.exists():
             raise StateError(f"{path} has no metahp_state.json but a meta-policy is attached; it was saved "
@@ -462,6 +489,7 @@ class GRPOTrainer:
             raise StateError(f"{path}: the checkpoint does not fit this trainer ({err}); build the trainer with the "
                              f"same model and settings as the saved run.") from None
         self.step, self.history = state["step"], state["history"]
+        self._train_queue, self.served = list(state.get("train_queue", [])), state.get("served", 0)
         self._rng.bit_generator.state = state["numpy_rng"]
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
 
@@ -501,7 +529,15 @@ def _set_rng_states(states) -> None:
 
 
 def _check_trainer_state(state) -> dict:
-    require_keys(state, {"step", "history", "numpy_rng", "python_rng", "config"}, "trainer state")
+    # train_queue and served came with the fixed training set: a checkpoint written before them has neither.
+    optional = {"train_queue", "served"} & set(state) if isinstance(state, dict) else set()
+    require_keys(state, {"step", "history", "numpy_rng", "python_rng", "config"} | optional, "trainer state")
+    if optional:
+        require_int(state.get("served", 0), "served", 0)
+        if not isinstance(state.get("train_queue", []), list):
+            raise StateError("train_queue must be a list of training-set indices.")
+        for i in state.get("train_queue", []):
+            require_int(i, "train_queue[]", 0)
     require_int(state["step"], "step", 0)
     if not isinstance(state["history"], list) or not all(isinstance(m, dict) for m in state["history"]):
         raise StateError("history must be a list of per-step metric dicts.")
