@@ -32,7 +32,8 @@ class Strategy:
     """its name in file names, tables, figures and ``--strategies``"""
     kind: str
     """``"fixed"`` (one temperature throughout), ``"schedule"`` (linear in the step), ``"entropy"`` (an
-    entropy-target controller) or ``"metahp"`` (a metahp updater through ``metahp.adapt``); the figures colour by it"""
+    entropy-target controller), ``"rule"`` (ERPO's per-prompt rule) or ``"metahp"`` (a metahp updater through
+    ``metahp.adapt``); the figures colour by it"""
     value: float | None = None
     """fixed: the temperature"""
     start: float | None = None
@@ -57,6 +58,11 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     *(Strategy(f"rows_{signal}", "metahp", updater="softmax_gradient", options={**PER_COMPLETION, "reward": reward})
       for signal, reward in (("informative", "informativeness"), ("advantage", "within_group_advantage"),
                              ("likelihood", "trajectory_likelihood"))),
+    # One temperature per prompt from its past pass rate (needs --train-set-size: prompts must recur): ERPO's rule
+    # (hot only after an all-correct group) and a meta-policy per pass-rate bucket learned from informativeness.
+    Strategy("prompt_erpo", "rule", options={"base": 1.0, "hot": 1.2}),
+    Strategy("prompt_informative", "metahp", updater="softmax_gradient",
+             options={"per": "prompt", "values": list(FIXED), "reward": "informativeness"}),
 )}
 
 
@@ -206,6 +212,10 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
         trainer.attach(LinearSchedule(strategy.start, strategy.end, args.steps))
     elif strategy.kind == "entropy":  # holds the first batch's token entropy at T = 1.0, T bounded to [0.5, 1.6]
         trainer.attach(EntropyTarget(target=None, start=1.0, bounds=(0.5, 1.6)))
+    elif strategy.kind == "rule":
+        from metahp.lab.baselines import ERPO
+
+        trainer.attach(ERPO(**strategy.options))
     elif strategy.kind == "metahp":  # default grid 0.6..1.5
         metahp.adapt(trainer, knob="temperature", updater=strategy.updater, **strategy.options)
 

@@ -49,15 +49,17 @@ class ReferenceAdapter:
         return {f"trainer.last_knobs.{name}": self.trainer.last_knobs.get(name) for name in self.knobset.knobs}
 
     # -- the trainer's hooks (metahp.lab.grpo.KnobController) --------------------------------------------------
-    def knobs_for_next_batch(self) -> dict[str, Any]:
+    def knobs_for_next_batch(self, context=None) -> dict[str, Any]:
         config = self.trainer.config
-        self._drawn = self.knobset.draw(rows=config.prompts_per_step * config.num_generations)
+        self._drawn = self.knobset.draw(rows=config.prompts_per_step * config.num_generations,
+                                        contexts=None if context is None else context.pass_rates)
         return dict(self._drawn)
 
     def after_batch(self, rollout) -> dict[str, float]:
         return self.knobset.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
                                                rollout.advantages, reward=float(rollout.rewards.mean()),
-                                               used=rollout.knobs)
+                                               used=rollout.knobs,
+                                               contexts=None if rollout.context is None else rollout.context.pass_rates)
 
     def state_dict(self) -> dict[str, Any]:
         return self.knobset.state_dict()
@@ -67,7 +69,8 @@ class ReferenceAdapter:
 
 
 def attach(trainer, *, knob, updater, values, seed, combine="factored", per="batch", **options) -> ReferenceAdapter:
-    """``per="completion"``: one temperature per completion, mixed within each group (metahp.knobset.KnobSet)."""
+    """``per="completion"``: one temperature per completion, mixed within each group; ``per="prompt"``: one per
+    prompt's group, from a meta-policy per context (the prompt's past pass rate) (metahp.knobset.KnobSet)."""
     config = trainer.config
     knobset = KnobSet(knob, updater, values, config.seed if seed is None else seed, combine=combine,
                       supported=list(KNOBS), who="the reference trainer",

@@ -43,7 +43,17 @@ from metahp.several_knobs import check_knob_names, name_metrics
 from metahp.state import load_policies, require_keys
 
 COMBINES = ("factored", "product")
-PER = ("batch", "completion")
+PER = ("batch", "completion", "prompt")
+# Per-prompt values: the context of a prompt's group is its pass rate the last time it was trained on.
+BUCKETS = ("unseen", "none_correct", "few_correct", "most_correct", "all_correct")
+
+
+def pass_rate_bucket(rate: float | None) -> str:
+    """unseen (no history), none_correct (0), few_correct (< 1/2), most_correct (< 1), all_correct (1)."""
+    if rate is None:
+        return "unseen"
+    return ("none_correct" if rate == 0 else "few_correct" if rate < 0.5 else "most_correct" if rate < 1
+            else "all_correct")
 
 
 class KnobSet:
@@ -57,9 +67,11 @@ class KnobSet:
         who: the trainer's name, for error messages.
         batch_size: completions per update, with ``batch_what`` saying where that number comes from: a product grid
             with more candidates than that is refused (most candidates would never get evidence).
-        per: "batch" (one value per generation batch) or "completion" (one value per completion: each group of
+        per: "batch" (one value per generation batch), "completion" (one value per completion: each group of
             ``group_size`` completions mixes the candidates in proportion to the meta-policy; one knob that scales
-            the logits, a per-candidate updater, and no more candidates than a group has completions).
+            the logits, a per-candidate updater, and no more candidates than a group has completions) or "prompt"
+            (one value per prompt's group, from one meta-policy per context: the prompt's past pass rate,
+            ``BUCKETS``; each learns from its own groups with a per-completion reward such as informativeness).
 
     >>> ks = KnobSet(("temperature", "top_p"), "tampo", seed=0)
     >>> sorted(ks.draw())
@@ -92,6 +104,14 @@ class KnobSet:
                              for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
         self.names = tuple(names)
         self.per, self.group_size = _check_per(per, group_size, self.policies, who)
+        if self.per == "prompt":  # one policy per context, the same settings and a seed each
+            (policy,) = self.policies.values()
+            if policy.needs_likelihoods:
+                raise ConfigError("values per prompt learn from a per-completion reward ('informativeness' or "
+                                  "'within_group_advantage'), not from likelihoods.")
+            knob = policy.knob
+            self.policies = {b: meta_policy(knob, updater, None, None if seed is None else seed + i, **options)
+                             for i, b in enumerate(BUCKETS)}
         # Every adapted knob by its keyword (a product's components): what adapters apply and evaluate.
         self.knobs: dict[str, Knob] = {}
         for policy in self.policies.values():
@@ -120,13 +140,26 @@ class KnobSet:
         return sum(len(p.knob) for p in self.policies.values())
 
     # -- drawing --------------------------------------------------------------------------------------------------
-    def draw(self, agree: Callable[[str, Any], None] | None = None, rows: int | None = None) -> dict[str, Any]:
+    @property
+    def knobs_name(self) -> str:
+        return next(iter(self.knobs))
+
+    def draw(self, agree: Callable[[str, Any], None] | None = None, rows: int | None = None,
+             contexts: Sequence[float | None] | None = None) -> dict[str, Any]:
         """Each policy's value for the next batch, as {keyword: value} (a product's draw sets all its knobs); with
         ``per="completion"``, {keyword: [one value per completion]} for the ``rows`` completions of the batch
         (groups of ``group_size`` consecutive completions).
 
         ``agree(policy_name, value)`` is called after each draw (a distributed adapter checks there that every
         process drew the same)."""
+        if self.per == "prompt":
+            if contexts is None or not isinstance(rows, int) or rows != len(contexts) * self.group_size:
+                raise ConfigError(f"draw(rows={rows!r}, contexts=...): values per prompt need each prompt's context "
+                                  f"(its pass rate, or None) and rows = prompts x group size {self.group_size}.")
+            out = []
+            for rate in contexts:
+                out += [self.policies[pass_rate_bucket(rate)].sample()] * self.group_size
+            return {self.knobs_name: out}
         if self.per == "completion":
             if not isinstance(rows, int) or rows < 1 or rows % self.group_size:
                 raise ConfigError(f"draw(rows={rows!r}): values per completion need the batch's number of completions, "
@@ -155,13 +188,15 @@ class KnobSet:
 
     # -- updating -------------------------------------------------------------------------------------------------
     def update(self, logp=None, advantages=None, *, reward: float | None = None,
-               used: dict[str, Any] | None = None) -> dict[str, float]:
+               used: dict[str, Any] | None = None, contexts: Sequence[float | None] | None = None) -> dict[str, float]:
         """One meta-update from a whole batch.
 
         logp: [B, K_total] (``scoring_knobs`` columns; zero-advantage rows may hold anything, they are not read),
             needed when ``needs_likelihoods``; advantages: [B]; reward: the batch's mean task reward (bandits);
             used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule).
         """
+        if self.per == "prompt":
+            return self._update_per_prompt(advantages, used, contexts)
         metrics: dict[str, float] = {}
         if self.needs_likelihoods:
             adv = advantages_of(advantages)
@@ -192,11 +227,30 @@ class KnobSet:
             metrics.update(name_metrics(m, name) if len(self.policies) > 1 else m)
         return metrics
 
+    def _update_per_prompt(self, advantages, used, contexts) -> dict[str, float]:
+        """Each context's policy learns from the groups drawn in that context (a policy with none stays as it is);
+        metrics are named metahp/<context>/..."""
+        adv = advantages_of(advantages)
+        if contexts is None or len(contexts) * self.group_size != len(adv):
+            raise InputError(f"values per prompt: pass contexts=[each prompt's pass rate or None] for the "
+                             f"{len(adv)} // {self.group_size} prompts of the batch.")
+        row_index = self._row_indices(next(iter(self.policies.values())), used)
+        buckets = [pass_rate_bucket(rate) for rate in contexts for _ in range(self.group_size)]
+        metrics: dict[str, float] = {}
+        for bucket, policy in self.policies.items():
+            rows = torch.tensor([b == bucket for b in buckets])
+            if rows.any():
+                m = policy.update(advantages=adv[rows], rows=row_index[rows], batch_size=int(rows.sum()))
+                metrics.update({k.replace("metahp/", f"metahp/{bucket}/", 1): v for k, v in m.items()})
+            metrics[f"metahp/groups/{bucket}"] = float(rows.sum()) / len(adv)
+        return metrics
+
     def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None,
-                           used: dict[str, Any] | None = None) -> dict[str, float]:
+                           used: dict[str, Any] | None = None,
+                           contexts: Sequence[float | None] | None = None) -> dict[str, float]:
         """``update`` from the raw logits that sampled the batch ([B, L, V]); zero-advantage rows are not scored."""
         if not self.needs_likelihoods:
-            return self.update(advantages=advantages, reward=reward, used=used)
+            return self.update(advantages=advantages, reward=reward, used=used, contexts=contexts)
         adv = advantages_of(advantages)
         knobs = self.scoring_knobs(used)
 
@@ -206,8 +260,8 @@ class KnobSet:
         return self.update(score_informative_rows(score, logits, tokens, mask, adv), adv, reward=reward, used=used)
 
     def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None) -> torch.Tensor | None:
-        """With values per completion, the index of each row's candidate ([B] long), from ``used``."""
-        if self.per != "completion":
+        """With values per completion or prompt, the index of each row's candidate ([B] long), from ``used``."""
+        if self.per == "batch":
             return None
         knob = policy.knob
         values = used.get(knob.name) if used else None
@@ -248,7 +302,7 @@ class KnobSet:
     def state_dict(self) -> dict[str, Any]:
         """One knob: the policy's own state; several: {"policies": {name: state}} (random generators included);
         values per completion: {"per": "completion", "policies": {...}}, so that neither kind loads into the other."""
-        if self.per == "completion":
+        if self.per != "batch":
             return {"per": self.per, "policies": {name: p.state_dict() for name, p in self.policies.items()}}
         if len(self.policies) == 1:
             return self.policy.state_dict()
@@ -262,7 +316,7 @@ class KnobSet:
         if saved_per != self.per:
             raise StateError(f"the state was saved with values per {saved_per}, this knob set draws them per "
                              f"{self.per}; attach with per={saved_per!r} to resume it.")
-        if self.per == "completion":
+        if self.per != "batch":
             require_keys(state, {"per", "policies"}, "knob set state")
             load_policies(self.policies, state["policies"], "policies")
             return
@@ -276,26 +330,27 @@ class KnobSet:
 
 
 def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) -> tuple[str, int | None]:
-    """Values per completion: one knob that scales the logits, per-candidate feedback, K <= G."""
+    """Values per completion or prompt: one knob that scales the logits, per-candidate feedback (and K <= G per
+    completion)."""
     if per not in PER:
         raise ConfigError(f"per={per!r}: use 'batch' (one value per generation batch) or 'completion' (one value per "
                           f"completion, mixed within each group).")
     if per == "batch":
         return per, None
     if len(policies) != 1:
-        raise ConfigError(f"values per completion adapt one knob for now, not {list(policies)}.")
+        raise ConfigError(f"values per {per} adapt one knob for now, not {list(policies)}.")
     (policy,) = policies.values()
     knob = policy.knob
     if getattr(knob, "role", None) != "scales" or isinstance(knob, ProductKnob):
-        raise ConfigError(f"values per completion support a knob that scales the logits (the temperature) for now, "
+        raise ConfigError(f"values per {per} support a knob that scales the logits (the temperature) for now, "
                           f"not {knob.name!r}: {who} samples each completion at its own temperature.")
     if policy.reward.kind != "per_candidate":
-        raise ConfigError(f"values per completion need a per-candidate updater (tampo, softmax_gradient), not "
+        raise ConfigError(f"values per {per} need a per-candidate updater (tampo, softmax_gradient), not "
                           f"{policy.updater.name!r}, which credits one value per batch.")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
-        raise ConfigError(f"values per completion need the group size (completions per prompt, >= 2), got "
+        raise ConfigError(f"values per {per} need the group size (completions per prompt, >= 2), got "
                           f"{group_size!r}.")
-    if len(knob) > group_size:
+    if per == "completion" and len(knob) > group_size:
         raise ConfigError(f"the grid has {len(knob)} candidates but a group only {group_size} completions: most "
                           f"candidates would appear in no group. Use at most {group_size} candidates (values=[...]) "
                           f"or more completions per prompt.")

@@ -19,6 +19,7 @@ import torch
 import metahp
 from metahp import ConfigError, InputError, MetaHPError, StateError, meta_policy
 from metahp.knobs import MinP, ProductKnob, Temperature, TopK, TopP, make_knob
+from metahp.knobset import KnobSet
 from metahp.sparsemax import sparsemax
 from metahp.state import read_json
 
@@ -322,7 +323,7 @@ CASES = [
     ("reference learning rate 0", lambda: ref(learning_rate=0), ConfigError, ["learning_rate"]),
     ("reference checkpoint missing", lambda: ref().load_checkpoint("/nonexistent/ckpt"), StateError,
      ["not a metahp GRPO checkpoint"]),
-    ("per unknown", lambda: metahp.adapt(ref(), per="prompt"), ConfigError, ["per='prompt'"]),
+    ("per unknown", lambda: metahp.adapt(ref(), per="group"), ConfigError, ["per='group'"]),
     ("per completion with a bandit", lambda: metahp.adapt(ref(), per="completion", updater="exp3",
                                                            values=[0.6, 1.0]), ConfigError, ["per-candidate updater"]),
     ("per completion, grid larger than the group", lambda: metahp.adapt(ref(), per="completion", updater="tampo"),
@@ -332,6 +333,14 @@ CASES = [
     ("rows out of the grid", lambda: meta_policy(reward="within_group_advantage").update(advantages=[1.0], rows=[10]),
      InputError, ["rows must hold candidate indices"]),
     ("trl per completion", lambda: metahp.adapt(trl(), per="completion"), ConfigError, ["reference trainer"]),
+    ("per prompt from likelihoods", lambda: metahp.adapt(ref(), per="prompt", updater="tampo"), ConfigError,
+     ["per-completion reward"]),
+    ("per prompt draw without contexts", lambda: KnobSet("temperature", "tampo", [0.6, 1.0], 0, per="prompt",
+                                                           group_size=2, reward="informativeness").draw(rows=4),
+     ConfigError, ["contexts"]),
+    ("per prompt update, contexts too short", lambda: KnobSet(
+        "temperature", "tampo", [0.6, 1.0], 0, per="prompt", group_size=2, reward="informativeness").update(
+        advantages=[1.0, -1.0, 0.0, 0.0], used={"temperature": [0.6] * 4}, contexts=[None]), InputError, ["contexts"]),
     # -- metahp.adapt on TRL ---------------------------------------------------------------------------------
     ("trl unknown knob", lambda: metahp.adapt(trl(), knob="typical_p"), ConfigError, ["TRL adapter can adapt"]),
     ("trl likelihood source", lambda: metahp.adapt(trl(), likelihoods="maybe"), ConfigError, ["likelihoods"]),

@@ -219,3 +219,9 @@ def test_per_completion_strategies_run_and_record_their_mixture(learning, tmp_pa
         assert all(0.0 <= z <= 1.0 for z in record["series"]["zero_advantage_groups"])
         if name == "rows_uniform":  # 5 completions per group over 5 values: each value once, mean 1.02
             assert temps == pytest.approx([1.02] * 3)
+    # per prompt, on a fixed training set (prompts recur): ERPO's rule and the learned policy per pass-rate bucket
+    args = dataclasses.replace(args, train_set_size=6)
+    for name in ("prompt_erpo", "prompt_informative"):
+        learning_run.run_one(args, "addition", 0, name)
+        record = json.loads((tmp_path / "out" / "runs" / f"addition__{name}__seed0.json").read_text())
+        assert record["train_set_size"] == 6 and len(record["series"]["temperature"]) == 3

@@ -158,7 +158,7 @@ def test_a_per_batch_state_is_refused_by_a_per_completion_adapter_and_back(tmp_p
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"per": "prompt"}, "per='prompt'"),
+    ({"per": "group"}, "per=.group."),
     ({"per": "completion", "updater": "exp3", "values": GRID}, "per-candidate updater"),
     ({"per": "completion", "updater": "tampo"}, "10 candidates but a group only 4"),
     ({"per": "completion", "updater": "tampo", "knob": "top_p", "values": [0.8, 1.0]}, "scales the logits"),
@@ -180,3 +180,79 @@ def test_a_knob_set_per_completion_needs_the_rows_and_their_values():
         ks.update(np.full((8, 3), -1.0), np.linspace(-1, 1, 8), used={"temperature": 1.0})
     metrics = ks.update(np.full((8, 3), -1.0), np.linspace(-1, 1, 8), used={"temperature": values})
     assert metrics["metahp/temperature"] == pytest.approx(np.mean(values))
+
+
+# -- values per prompt --------------------------------------------------------------------------------------------
+def test_pass_rate_buckets():
+    from metahp.knobset import pass_rate_bucket
+
+    assert [pass_rate_bucket(r) for r in (None, 0.0, 0.25, 0.5, 0.75, 1.0)] == [
+        "unseen", "none_correct", "few_correct", "most_correct", "most_correct", "all_correct"]
+
+
+def test_the_trainer_hands_each_prompts_past_pass_rate_to_its_controller():
+    t = per_row_trainer(train_set_size=3)
+    seen = []
+
+    class Spy:
+        def knobs_for_next_batch(self, context=None):
+            seen.append(context)
+            return {}
+
+        def after_batch(self, rollout):
+            return {}
+
+    t.attach(Spy())
+    first = t.generate()
+    assert seen[0].pass_rates == [None, None, None] and seen[0].group_size == 4
+    rates = (first.rewards.view(3, 4) > 0).float().mean(1).tolist()
+    assert [t.pass_rates[i] for i in first.problem_ids] == rates
+    t.generate()  # 3 prompts a step from a set of 3: every prompt comes back with its rate
+    assert seen[1].pass_rates == [t.pass_rates.get(i) if i not in seen[1].problem_ids else dict(
+        zip(first.problem_ids, rates, strict=True))[i] for i in seen[1].problem_ids]
+
+
+def test_erpo_samples_a_prompt_hot_only_after_its_group_was_all_correct():
+    from metahp.lab.baselines import ERPO
+    from metahp.lab.grpo import BatchContext
+
+    rule = ERPO(base=1.0, hot=1.3)
+    knobs = rule.knobs_for_next_batch(BatchContext([4, 7, 9], [1.0, 0.5, None], 2))
+    assert knobs == {"temperature": [1.3, 1.3, 1.0, 1.0, 1.0, 1.0]}
+    assert rule.knobs_for_next_batch(BatchContext(None, [None], 2)) == {"temperature": 1.0}  # fresh problems
+    t = per_row_trainer(train_set_size=3)
+    t.attach(ERPO())
+    history = t.train(3, progress=False)
+    assert all(0 <= m["baseline/hot_share"] <= 1 for m in history)
+
+
+def test_values_per_prompt_come_from_the_policy_of_the_prompts_context_and_resume_exactly(tmp_path):
+    ks = KnobSet("temperature", "softmax_gradient", GRID, 0, per="prompt", group_size=2, reward="informativeness",
+                 lr=5.0)
+    assert set(ks.policies) == {"unseen", "none_correct", "few_correct", "most_correct", "all_correct"}
+    values = ks.draw(rows=4, contexts=[None, 1.0])["temperature"]
+    assert values[0] == values[1] and values[2] == values[3]
+    metrics = ks.update(advantages=[1.0, -1.0, 0.0, 0.0], used={"temperature": values}, contexts=[None, 1.0])
+    steps = {b: p.step for b, p in ks.policies.items()}
+    assert steps == {"unseen": 1, "none_correct": 0, "few_correct": 0, "most_correct": 0, "all_correct": 1}
+    assert metrics["metahp/groups/unseen"] == 0.5 and "metahp/unseen/prob/1" in metrics
+    with pytest.raises(ConfigError, match="contexts"):
+        ks.draw(rows=4)
+    with pytest.raises(ConfigError, match="per-completion reward"):
+        KnobSet("temperature", "tampo", GRID, 0, per="prompt", group_size=2)
+
+    def attach(t):
+        return metahp.adapt(t, per="prompt", updater="softmax_gradient", lr=20.0, reward="within_group_advantage",
+                            values=GRID)
+
+    straight = per_row_trainer(seed=5, train_set_size=3)
+    attach(straight)
+    full = straight.train(5, progress=False)
+    first = per_row_trainer(seed=5, train_set_size=3)
+    attach(first)
+    first.train(2, output_dir=tmp_path, progress=False)
+    resumed = per_row_trainer(seed=5, train_set_size=3)
+    attach(resumed)
+    resumed.load_checkpoint(tmp_path / "checkpoint")
+    resumed.train(5, progress=False)
+    assert [m["knob/temperature"] for m in resumed.history] == [m["knob/temperature"] for m in full]

@@ -40,7 +40,7 @@ class LinearSchedule:
         frac = min(batch, self.steps - 1) / max(self.steps - 1, 1)
         return self.start + (self.end - self.start) * frac
 
-    def knobs_for_next_batch(self) -> dict[str, float]:
+    def knobs_for_next_batch(self, context=None) -> dict[str, float]:
         return {"temperature": self.temperature(self.batch)}
 
     def after_batch(self, rollout) -> dict[str, float]:
@@ -84,7 +84,7 @@ class EntropyTarget:
         self.temperature = float(start)
         self.gain, self.bounds = float(gain), (float(lo), float(hi))
 
-    def knobs_for_next_batch(self) -> dict[str, float]:
+    def knobs_for_next_batch(self, context=None) -> dict[str, float]:
         return {"temperature": self.temperature}
 
     def after_batch(self, rollout) -> dict[str, float]:
@@ -103,3 +103,32 @@ class EntropyTarget:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target = state["target"]
         self.temperature = float(state["temperature"])
+
+
+class ERPO:
+    """ERPO's rule for the temperature of each prompt: a prompt whose previous group was all correct is sampled at
+    ``hot``, every other prompt (and one not seen yet) at ``base``. Needs prompts that recur: the reference
+    trainer's fixed training set (``train_set_size``); with fresh problems every prompt is unseen, so all run at
+    ``base``. Not learned: the per-prompt baseline for metahp's learned per-prompt values."""
+
+    def __init__(self, base: float = 1.0, hot: float = 1.2):
+        if not (base > 0 and hot > 0):
+            raise ConfigError(f"ERPO temperatures must be > 0, got base={base!r}, hot={hot!r}.")
+        self.base, self.hot = float(base), float(hot)
+
+    def knobs_for_next_batch(self, context=None) -> dict[str, float | list[float]]:
+        if context is None or context.problem_ids is None:
+            return {"temperature": self.base}
+        return {"temperature": [self.hot if rate == 1.0 else self.base
+                                for rate in context.pass_rates for _ in range(context.group_size)]}
+
+    def after_batch(self, rollout) -> dict[str, float]:
+        t = rollout.knobs["temperature"]
+        hot = [v == self.hot for v in t] if isinstance(t, list) else [t == self.hot]
+        return {"baseline/hot_share": sum(hot) / len(hot)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -93,12 +93,23 @@ class Rollout:
     rewards: torch.Tensor  # [B]
     advantages: torch.Tensor  # [B]
     problem_ids: list[int] | None = None  # [P] index of each prompt in the fixed training set (None: fresh problems)
+    context: BatchContext | None = None  # what was known before sampling (per-prompt pass rates)
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What is known about the next batch before it is sampled: its prompts' indices in the fixed training set
+    (None with fresh problems) and each prompt's pass rate the last time it was trained on (None: not seen yet)."""
+
+    problem_ids: list[int] | None
+    pass_rates: list[float | None]  # [P]
+    group_size: int  # G: completions per prompt, consecutive in the batch
 
 
 class KnobController(Protocol):
-    """What the trainer asks of an attached meta-policy adapter."""
+    """What the trainer asks of an attached meta-policy adapter (``context``: per-prompt values need it)."""
 
-    def knobs_for_next_batch(self) -> dict[str, float]: ...
+    def knobs_for_next_batch(self, context: BatchContext | None = None) -> dict[str, float]: ...
     def after_batch(self, rollout: Rollout) -> dict[str, float]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -157,6 +168,7 @@ class GRPOTrainer:
                                               split="train") if self.config.train_set_size else None)
         self._train_queue: list[int] = []  # indices of the current epoch still to be served
         self.served = 0  # training problems served so far (epoch = served // train_set_size)
+        self.pass_rates: dict[int, float] = {}  # fixed set: each problem's pass rate the last time it was trained on
         torch.manual_seed(self.config.seed)
 
     # -- knobs -------------------------------------------------------------------------------------------
@@ -166,13 +178,13 @@ class GRPOTrainer:
                               "(several knobs go through one adapter).")
         self.controller = controller
 
-    def knobs(self) -> dict[str, float]:
+    def knobs(self, context: BatchContext | None = None) -> dict[str, float]:
         """Every registered knob's value for the next batch (metahp.knobs.KNOBS): the controller's where it adapts
         the knob, else the config's, else the knob's off value (a knob registered outside metahp has no field)."""
         cfg = self.config
         knobs = {name: getattr(cfg, name, cls.off_value) for name, cls in KNOBS.items()}
         if self.controller is not None:
-            knobs.update(self.controller.knobs_for_next_batch())
+            knobs.update(self.controller.knobs_for_next_batch(context))
         active = active_truncations(knobs)
         if len(active) > 1:
             # transformers applies them in sequence (top_k, top_p, min_p); metahp's likelihoods model one cut.
@@ -234,18 +246,25 @@ class GRPOTrainer:
     def generate(self) -> Rollout:
         """Sample this step's batch at the controller's knobs and score it."""
         cfg = self.config
-        knobs = self.knobs()
-        self.last_knobs = dict(knobs)  # what the batch is sampled with and its loss replays (adapters check it)
         problem_ids = self._next_problem_ids(cfg.prompts_per_step) if self.train_set is not None else None
         problems = ([self.train_set[i] for i in problem_ids] if problem_ids is not None
                     else self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train"))
+        context = BatchContext(problem_ids, [self.pass_rates.get(i) for i in problem_ids] if problem_ids is not None
+                               else [None] * cfg.prompts_per_step, cfg.num_generations)
+        knobs = self.knobs(context)  # after the problems: a per-prompt controller reads their history
+        self.last_knobs = dict(knobs)  # what the batch is sampled with and its loss replays (adapters check it)
         prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]
         pids, pmask, cids, cmask, logits, support, texts = self._sample(prompts, knobs, cfg.max_completion_tokens)
         targets = [p for p in problems for _ in range(cfg.num_generations)]
         rewards = torch.tensor([self.task.reward(p, c) for p, c in zip(targets, texts, strict=True)],
                                device=self.device)
         advantages = group_advantages(rewards.view(cfg.prompts_per_step, cfg.num_generations)).view(-1)
-        return Rollout(pids, pmask, cids, cmask, logits, knobs, support, texts, rewards, advantages, problem_ids)
+        if problem_ids is not None:  # the pass rate of each prompt's group, for the next time it comes round
+            for i, rate in zip(problem_ids, (rewards.view(cfg.prompts_per_step, -1) > 0).float().mean(1).tolist(),
+                               strict=True):
+                self.pass_rates[i] = rate
+        return Rollout(pids, pmask, cids, cmask, logits, knobs, support, texts, rewards, advantages, problem_ids,
+                       context)
 
     def _next_problem_ids(self, n: int) -> list[int]:
         """The next ``n`` problems of the fixed training set: epochs of shuffled passes over it, back to back."""
@@ -423,7 +442,8 @@ class GRPOTrainer:
                        staging / "trainer.pt")
             state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
                      "python_rng": random.getstate(), "config": self.config.model_dump(),
-                     "train_queue": self._train_queue, "served": self.served}
+                     "train_queue": self._train_queue, "served": self.served,
+                     "pass_rates": {str(i): r for i, r in self.pass_rates.items()}}
             write_json_atomic(staging / "trainer_state.json", state)
             if self.controller is not None:
                 write_json_atomic(staging / "metahp_state.json", self.controller.state_dict())
@@ -490,6 +510,7 @@ class GRPOTrainer:
                              f"same model and settings as the saved run.") from None
         self.step, self.history = state["step"], state["history"]
         self._train_queue, self.served = list(state.get("train_queue", [])), state.get("served", 0)
+        self.pass_rates = {int(i): float(r) for i, r in state.get("pass_rates", {}).items()}
         self._rng.bit_generator.state = state["numpy_rng"]
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
 
@@ -530,7 +551,7 @@ def _set_rng_states(states) -> None:
 
 def _check_trainer_state(state) -> dict:
     # train_queue and served came with the fixed training set: a checkpoint written before them has neither.
-    optional = {"train_queue", "served"} & set(state) if isinstance(state, dict) else set()
+    optional = {"train_queue", "served", "pass_rates"} & set(state) if isinstance(state, dict) else set()
     require_keys(state, {"step", "history", "numpy_rng", "python_rng", "config"} | optional, "trainer state")
     if optional:
         require_int(state.get("served", 0), "served", 0)
@@ -538,6 +559,10 @@ def _check_trainer_state(state) -> dict:
             raise StateError("train_queue must be a list of training-set indices.")
         for i in state.get("train_queue", []):
             require_int(i, "train_queue[]", 0)
+        rates = state.get("pass_rates", {})
+        if not isinstance(rates, dict) or not all(str(k).isdigit() and isinstance(v, int | float) and 0 <= v <= 1
+                                                  for k, v in rates.items()):
+            raise StateError("pass_rates must map training-set indices to pass rates in [0, 1].")
     require_int(state["step"], "step", 0)
     if not isinstance(state["history"], list) or not all(isinstance(m, dict) for m in state["history"]):
         raise StateError("history must be a list of per-step metric dicts.")
