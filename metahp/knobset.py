@@ -38,7 +38,7 @@ import torch
 from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import KNOBS, Knob, ProductKnob, make_knob
 from metahp.policy import MetaPolicy, check_seed, meta_policy
-from metahp.rows import advantages_of, as_tensor, informative, score_informative_rows, unscorable
+from metahp.rows import advantages_of, as_real_array, as_tensor, informative, score_informative_rows, unscorable
 from metahp.several_knobs import check_knob_names, name_metrics
 from metahp.state import load_policies, require_keys
 
@@ -106,9 +106,12 @@ class KnobSet:
         self.per, self.group_size = _check_per(per, group_size, self.policies, who)
         if self.per == "prompt":  # one policy per context, the same settings and a seed each
             (policy,) = self.policies.values()
-            if policy.needs_likelihoods:
-                raise ConfigError("values per prompt learn from a per-completion reward ('informativeness' or "
-                                  "'within_group_advantage'), not from likelihoods.")
+            if policy.reward.name != "informativeness":
+                # Every completion of a group shares the prompt's value, and advantages sum to 0 within a group:
+                # within-group advantage is 0 for every candidate, and likelihoods compare values no row mixed.
+                raise ConfigError(f"values per prompt learn from reward='informativeness' (how often a value's groups "
+                                  f"carry a gradient), not {policy.reward.name!r}: with one value per group, the "
+                                  f"within-group advantage is 0 for every candidate.")
             knob = policy.knob
             self.policies = {b: meta_policy(knob, updater, None, None if seed is None else seed + i, **options)
                              for i, b in enumerate(BUCKETS)}
@@ -125,6 +128,9 @@ class KnobSet:
     @property
     def policy(self) -> MetaPolicy:
         """The meta-policy, when one knob is adapted (else use ``.policies[name]``)."""
+        if self.per == "prompt":
+            raise AttributeError(f"values per prompt keep one meta-policy per context: use .policies[bucket], "
+                                 f"bucket in {list(self.policies)}.")
         if len(self.policies) != 1:
             raise AttributeError(f"several knobs are adapted {list(self.policies)}: use .policies[name].")
         return next(iter(self.policies.values()))
@@ -148,17 +154,23 @@ class KnobSet:
              contexts: Sequence[float | None] | None = None) -> dict[str, Any]:
         """Each policy's value for the next batch, as {keyword: value} (a product's draw sets all its knobs); with
         ``per="completion"``, {keyword: [one value per completion]} for the ``rows`` completions of the batch
-        (groups of ``group_size`` consecutive completions).
+        (groups of ``group_size`` consecutive completions); with ``per="prompt"``, the same list with one value per
+        group, drawn from the policy of the prompt's context (``contexts``: each prompt's past pass rate or None).
 
         ``agree(policy_name, value)`` is called after each draw (a distributed adapter checks there that every
         process drew the same)."""
         if self.per == "prompt":
-            if contexts is None or not isinstance(rows, int) or rows != len(contexts) * self.group_size:
-                raise ConfigError(f"draw(rows={rows!r}, contexts=...): values per prompt need each prompt's context "
-                                  f"(its pass rate, or None) and rows = prompts x group size {self.group_size}.")
+            contexts = _check_contexts(contexts)
+            if not isinstance(rows, int) or rows != len(contexts) * self.group_size:
+                raise ConfigError(f"draw(rows={rows!r}, contexts=...): values per prompt need rows = prompts x group "
+                                  f"size {self.group_size} = {len(contexts) * self.group_size}.")
             out = []
             for rate in contexts:
-                out += [self.policies[pass_rate_bucket(rate)].sample()] * self.group_size
+                bucket = pass_rate_bucket(rate)
+                value = self.policies[bucket].sample()
+                if agree is not None:
+                    agree(bucket, value)
+                out += [value] * self.group_size
             return {self.knobs_name: out}
         if self.per == "completion":
             if not isinstance(rows, int) or rows < 1 or rows % self.group_size:
@@ -207,7 +219,8 @@ class KnobSet:
             keep = informative(adv)
         start = 0
         for name, policy in self.policies.items():
-            row_index = self._row_indices(policy, used)  # values per completion: each row's candidate, else None
+            # values per completion: each row's candidate; per batch: None
+            row_index = None if self.per == "batch" else self._row_indices(policy, used, len(advantages_of(advantages)))
             if policy.needs_likelihoods:
                 columns = logp[:, start:start + len(policy.knob)]
                 start += len(policy.knob)
@@ -231,16 +244,20 @@ class KnobSet:
         """Each context's policy learns from the groups drawn in that context (a policy with none stays as it is);
         metrics are named metahp/<context>/..."""
         adv = advantages_of(advantages)
-        if contexts is None or len(contexts) * self.group_size != len(adv):
+        contexts = _check_contexts(contexts, InputError)
+        if len(contexts) * self.group_size != len(adv):
             raise InputError(f"values per prompt: pass contexts=[each prompt's pass rate or None] for the "
-                             f"{len(adv)} // {self.group_size} prompts of the batch.")
-        row_index = self._row_indices(next(iter(self.policies.values())), used)
+                             f"{len(adv)} // {self.group_size} prompts of the batch, got {len(contexts)}.")
+        policy = next(iter(self.policies.values()))
+        row_index = self._row_indices(policy, used, len(adv))
+        grid = torch.tensor(policy.knob.values, dtype=torch.float64)
         buckets = [pass_rate_bucket(rate) for rate in contexts for _ in range(self.group_size)]
         metrics: dict[str, float] = {}
         for bucket, policy in self.policies.items():
             rows = torch.tensor([b == bucket for b in buckets])
             if rows.any():
                 m = policy.update(advantages=adv[rows], rows=row_index[rows], batch_size=int(rows.sum()))
+                m[f"metahp/{policy.knob.name}"] = float(grid[row_index[rows]].mean())  # what its groups used
                 metrics.update({k.replace("metahp/", f"metahp/{bucket}/", 1): v for k, v in m.items()})
             metrics[f"metahp/groups/{bucket}"] = float(rows.sum()) / len(adv)
         return metrics
@@ -259,16 +276,19 @@ class KnobSet:
 
         return self.update(score_informative_rows(score, logits, tokens, mask, adv), adv, reward=reward, used=used)
 
-    def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None) -> torch.Tensor | None:
+    def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None, rows: int) -> torch.Tensor | None:
         """With values per completion or prompt, the index of each row's candidate ([B] long), from ``used``."""
         if self.per == "batch":
             return None
         knob = policy.knob
         values = used.get(knob.name) if used else None
         if values is None or isinstance(values, int | float):
-            raise InputError(f"values are drawn per completion: pass used={{{knob.name!r}: [the value of every "
+            raise InputError(f"values are drawn per {self.per}: pass used={{{knob.name!r}: [the value of every "
                              f"completion]}} (what draw() returned).")
-        values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+        values = torch.as_tensor(as_real_array(values, f"used[{knob.name!r}]")).reshape(-1)
+        if len(values) != rows or not torch.isfinite(values).all():
+            raise InputError(f"used[{knob.name!r}] must hold one finite value per completion ({rows}), got "
+                             f"{len(values)} values{'' if torch.isfinite(values).all() else ' with NaN or inf'}.")
         grid = torch.tensor(knob.values, dtype=torch.float64)
         # Each row's candidate; float32 copies of the values (a tensor on the way) match to float32 precision.
         distance = (values.unsqueeze(1) - grid.unsqueeze(0)).abs()
@@ -301,7 +321,7 @@ class KnobSet:
     # -- state ----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """One knob: the policy's own state; several: {"policies": {name: state}} (random generators included);
-        values per completion: {"per": "completion", "policies": {...}}, so that neither kind loads into the other."""
+        values per completion or prompt: {"per": ..., "policies": {...}}, so that no kind loads into another."""
         if self.per != "batch":
             return {"per": self.per, "policies": {name: p.state_dict() for name, p in self.policies.items()}}
         if len(self.policies) == 1:
@@ -309,9 +329,9 @@ class KnobSet:
         return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()`` output, all or nothing (a failure leaves every policy as it was). The policies'
-        own checks refuse a state of another grid, updater or reward (a per-batch state is refused by a
-        per-completion set whose reward differs)."""
+        """Restore ``state_dict()`` output, all or nothing (a failure leaves every policy as it was). A state saved
+        with values per batch, completion or prompt loads only into a set drawing them the same way; the policies'
+        own checks refuse a state of another grid, updater or reward."""
         saved_per = state.get("per", "batch") if isinstance(state, dict) else "batch"
         if saved_per != self.per:
             raise StateError(f"the state was saved with values per {saved_per}, this knob set draws them per "
@@ -333,8 +353,9 @@ def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) 
     """Values per completion or prompt: one knob that scales the logits, per-candidate feedback (and K <= G per
     completion)."""
     if per not in PER:
-        raise ConfigError(f"per={per!r}: use 'batch' (one value per generation batch) or 'completion' (one value per "
-                          f"completion, mixed within each group).")
+        raise ConfigError(f"per={per!r}: use 'batch' (one value per generation batch), 'completion' (one value per "
+                          f"completion, mixed within each group) or 'prompt' (one per prompt, from its past pass "
+                          f"rate).")
     if per == "batch":
         return per, None
     if len(policies) != 1:
@@ -355,3 +376,16 @@ def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) 
                           f"candidates would appear in no group. Use at most {group_size} candidates (values=[...]) "
                           f"or more completions per prompt.")
     return per, group_size
+
+
+def _check_contexts(contexts, error=ConfigError) -> list[float | None]:
+    """Each prompt's past pass rate: None (unseen) or a real number in [0, 1]; at least one prompt."""
+    if contexts is None or isinstance(contexts, str | bytes) or not hasattr(contexts, "__len__"):
+        raise error(f"values per prompt need contexts=[each prompt's pass rate in [0, 1], or None if unseen], got "
+                    f"{type(contexts).__name__}.")
+    out = list(contexts)
+    bad = [c for c in out if c is not None and (isinstance(c, bool) or not isinstance(c, int | float)
+                                                or not 0 <= c <= 1)]
+    if bad or not out:
+        raise error(f"contexts must be pass rates in [0, 1] or None, one per prompt; got {bad[:3] or out}.")
+    return out

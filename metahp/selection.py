@@ -51,7 +51,8 @@ def stratified_counts(probs: np.ndarray, n: int, rng: np.random.Generator) -> np
     """
     points = (rng.random() + np.arange(n)) / n
     edges = np.cumsum(probs)
-    edges[-1] = 1.0  # rounding: every point lands in a bin
+    # Rounding: every point lands in a bin, and none in the bin of a trailing candidate of probability 0.
+    edges[np.flatnonzero(probs > 0)[-1]:] = 1.0
     return np.bincount(np.searchsorted(edges, points, side="right"), minlength=len(probs))
 
 

@@ -200,6 +200,8 @@ def test_a_fixed_training_set_is_iterated_in_shuffled_epochs_and_resumes_exactly
     assert history[-1]["epoch"] == pytest.approx(9 / 4)
     with pytest.raises(StateError, match="train_set_size=4, seed=4"):
         trainer(seed=99, train_set_size=4).load_checkpoint(tmp_path / "checkpoint")
+    with pytest.raises(StateError, match="train_set_size=4, seed=4"):  # and not into a fresh-problem run
+        trainer(seed=4).load_checkpoint(tmp_path / "checkpoint")
     resumed = trainer(seed=4, train_set_size=4)
     resumed.load_checkpoint(tmp_path / "checkpoint")
     assert resumed.served == 9 and resumed._train_queue == first._train_queue

@@ -238,11 +238,11 @@ def test_values_per_prompt_come_from_the_policy_of_the_prompts_context_and_resum
     assert metrics["metahp/groups/unseen"] == 0.5 and "metahp/unseen/prob/1" in metrics
     with pytest.raises(ConfigError, match="contexts"):
         ks.draw(rows=4)
-    with pytest.raises(ConfigError, match="per-completion reward"):
+    with pytest.raises(ConfigError, match="reward='informativeness'"):
         KnobSet("temperature", "tampo", GRID, 0, per="prompt", group_size=2)
 
     def attach(t):
-        return metahp.adapt(t, per="prompt", updater="softmax_gradient", lr=20.0, reward="within_group_advantage",
+        return metahp.adapt(t, per="prompt", updater="softmax_gradient", lr=20.0, reward="informativeness",
                             values=GRID)
 
     straight = per_row_trainer(seed=5, train_set_size=3)

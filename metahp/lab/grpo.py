@@ -185,6 +185,11 @@ class GRPOTrainer:
         knobs = {name: getattr(cfg, name, cls.off_value) for name, cls in KNOBS.items()}
         if self.controller is not None:
             knobs.update(self.controller.knobs_for_next_batch(context))
+        rows = cfg.prompts_per_step * cfg.num_generations
+        for name, value in knobs.items():
+            if _per_row(value) and len(value) != rows:
+                raise ConfigError(f"the controller gave {len(value)} values of {name} for the {rows} completions of a "
+                                  f"batch (prompts_per_step x num_generations); give one per completion, or one value.")
         active = active_truncations(knobs)
         if len(active) > 1:
             # transformers applies them in sequence (top_k, top_p, min_p); metahp's likelihoods model one cut.
@@ -471,11 +476,18 @@ class GRPOTrainer:
         state_file = path / "trainer_state.json"
         state = in_file(state_file, lambda: _check_trainer_state(read_json(state_file, "trainer state")))
         saved = state["config"]
-        if saved.get("train_set_size", 0) and (saved.get("train_set_size"), saved.get("seed")) != (
-                self.config.train_set_size, self.config.seed):
-            raise StateError(f"{state_file}: the run iterated a fixed training set of {saved['train_set_size']} "
-                             f"problems drawn with seed {saved.get('seed')}; build the trainer with "
-                             f"train_set_size={saved['train_set_size']}, seed={saved.get('seed')} to resume it.")
+        size = saved.get("train_set_size", 0)
+        if size != self.config.train_set_size or (size and saved.get("seed") != self.config.seed):
+            seed = saved.get("seed")
+            what = f"a fixed training set of {size} problems drawn with seed {seed}" if size else "fresh problems"
+            settings = f"train_set_size={size}, seed={seed}" if size else "train_set_size=0"
+            raise StateError(f"{state_file}: the run trained on {what}; build the trainer with {settings} to resume "
+                             f"it.")
+        out_of_set = [i for i in [*state.get("train_queue", []), *map(int, state.get("pass_rates", {}))]
+                      if i >= max(size, 0)]
+        if out_of_set:
+            raise StateError(f"{state_file}: train_queue / pass_rates name problems {out_of_set[:3]} outside the "
+                             f"training set of {size}; the file is corrupted.")
         meta_file = path / "metahp_state.json"
         if self.controller is not None and not meta_file.exists():
             raise StateError(f"{path} has no metahp_state.json but a meta-policy is attached; it was saved "
@@ -560,7 +572,8 @@ def _check_trainer_state(state) -> dict:
         for i in state.get("train_queue", []):
             require_int(i, "train_queue[]", 0)
         rates = state.get("pass_rates", {})
-        if not isinstance(rates, dict) or not all(str(k).isdigit() and isinstance(v, int | float) and 0 <= v <= 1
+        if not isinstance(rates, dict) or not all(str(k).isdigit() and isinstance(v, int | float)
+                                                  and not isinstance(v, bool) and 0 <= v <= 1
                                                   for k, v in rates.items()):
             raise StateError("pass_rates must map training-set indices to pass rates in [0, 1].")
     require_int(state["step"], "step", 0)
