@@ -38,3 +38,12 @@ def test_moving_optimum_probe_smoke(tmp_path, monkeypatch):
     task = module.CarryAddition(2, 0, with_carry=False)
     assert not any(module.carries(*map(int, p.prompt[:-1].split("+"))) for p in task.sample_prompts(50, 0))
     assert module.carries(15, 7) and not module.carries(12, 7)
+
+
+def test_per_row_cost_smoke():
+    result = load("per_row_cost").main(["--smoke"])
+    # values per completion need no forward pass beyond the loss's epochs (2 per step by default; 0 when a batch has
+    # no advantage to learn from), like one value per batch
+    counts = result["forwards_outside_generation_per_step"]
+    assert set(counts["per_batch"]) <= {0, 2} and set(counts["per_completion"]) <= {0, 2}
+    assert result["per_completion_over_per_batch"] > 0
