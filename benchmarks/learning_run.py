@@ -60,7 +60,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
                              ("likelihood", "trajectory_likelihood"))),
     # Tuning candidates (seeds 10-14 only): how fast the informativeness policy moves (softmax_gradient's lr).
     *(Strategy(f"rows_informative_lr{lr:g}", "metahp", updater="softmax_gradient",
-               options={**PER_COMPLETION, "reward": "informativeness", "lr": lr}) for lr in (4.0, 16.0)),
+               options={**PER_COMPLETION, "reward": "informativeness", "lr": lr}) for lr in (0.25, 4.0, 16.0)),
     # One temperature per prompt from its past pass rate (needs --train-set-size: prompts must recur): ERPO's rule
     # (hot only after an all-correct group) and a meta-policy per pass-rate bucket learned from informativeness.
     Strategy("prompt_erpo", "rule", options={"base": 1.0, "hot": 1.2}),
