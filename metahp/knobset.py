@@ -207,11 +207,13 @@ class KnobSet:
             needed when ``needs_likelihoods``; advantages: [B]; reward: the batch's mean task reward (bandits);
             used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule).
         """
+        # Checked once; a batch of bandit policies reads only the mean reward, and its advantages stay unchecked.
+        reads_advantages = self.per != "batch" or any(p.reward.kind == "per_candidate" for p in self.policies.values())
+        adv = advantages_of(advantages) if reads_advantages else None
         if self.per == "prompt":
-            return self._update_per_prompt(advantages, used, contexts)
+            return self._update_per_prompt(adv, used, contexts)
         metrics: dict[str, float] = {}
         if self.needs_likelihoods:
-            adv = advantages_of(advantages)
             logp = as_tensor(logp, "logp").detach().cpu().float() if logp is not None else None
             if logp is None or logp.dim() != 2 or logp.shape != (len(adv), self.width):
                 raise InputError(f"logp must be [B, K_total] = [{len(adv)}, {self.width}] (the scoring knobs' columns "
@@ -220,7 +222,7 @@ class KnobSet:
         start = 0
         for name, policy in self.policies.items():
             # values per completion: each row's candidate; per batch: None
-            row_index = None if self.per == "batch" else self._row_indices(policy, used, len(advantages_of(advantages)))
+            row_index = None if self.per == "batch" else self._row_indices(policy, used, len(adv))
             if policy.needs_likelihoods:
                 columns = logp[:, start:start + len(policy.knob)]
                 start += len(policy.knob)
@@ -233,17 +235,15 @@ class KnobSet:
                 per_row = {} if row_index is None else {"rows": row_index[rows]}
                 m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row)
             elif policy.reward.kind == "per_candidate":  # a per-completion signal from advantages alone: every row
-                advantages_all = advantages_of(advantages)
-                m = policy.update(advantages=advantages_all, rows=row_index, batch_size=len(advantages_all))
+                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv))
             else:
                 m = policy.update(reward=reward)
             metrics.update(name_metrics(m, name) if len(self.policies) > 1 else m)
         return metrics
 
-    def _update_per_prompt(self, advantages, used, contexts) -> dict[str, float]:
+    def _update_per_prompt(self, adv: torch.Tensor, used, contexts) -> dict[str, float]:
         """Each context's policy learns from the groups drawn in that context (a policy with none stays as it is);
         metrics are named metahp/<context>/..."""
-        adv = advantages_of(advantages)
         contexts = _check_contexts(contexts, InputError)
         if len(contexts) * self.group_size != len(adv):
             raise InputError(f"values per prompt: pass contexts=[each prompt's pass rate or None] for the "
@@ -269,12 +269,8 @@ class KnobSet:
         if not self.needs_likelihoods:
             return self.update(advantages=advantages, reward=reward, used=used, contexts=contexts)
         adv = advantages_of(advantages)
-        knobs = self.scoring_knobs(used)
-
-        def score(z, o, m):
-            return torch.cat([k.sequence_logprobs(z, o, m) for k in knobs], dim=1)
-
-        return self.update(score_informative_rows(score, logits, tokens, mask, adv), adv, reward=reward, used=used)
+        logp = score_informative_rows(lambda z, o, m: self.sequence_logprobs(z, o, m, used), logits, tokens, mask, adv)
+        return self.update(logp, adv, reward=reward, used=used)
 
     def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None, rows: int) -> torch.Tensor | None:
         """With values per completion or prompt, the index of each row's candidate ([B] long), from ``used``."""

@@ -85,10 +85,9 @@ class MetaPolicy(ABC):
         Rows with zero advantage carry no signal, so their likelihoods are never computed (they still count
         in the batch size N of a_k = (1/N) sum_i w_ik A_i).
         """
-        advantages = advantages_of(advantages, finite=False)
+        advantages = advantages_of(advantages, finite=self.needs_likelihoods)  # update() checks the others
         if not self.needs_likelihoods:
             return self.update(advantages=advantages, reward=reward)
-        advantages = advantages_of(advantages)
         keep = informative(advantages)
         logp = score_informative_rows(self.knob.sequence_logprobs, logits, tokens, mask, advantages)
         return self.update(logp[keep], advantages[keep], reward=reward, batch_size=len(advantages))
@@ -205,12 +204,7 @@ class GridMetaPolicy(MetaPolicy):
             raise InputError(f"batch_size={batch_size!r} must be an integer: the number of trajectories in the "
                              f"batch, scored or skipped.")
         if advantages is not None:
-            adv = as_real_array(advantages, "advantages")
-            if adv.ndim != 1:
-                raise InputError(f"advantages must be 1-D [B], got shape {adv.shape}.")
-            if not np.isfinite(adv).all():
-                raise InputError(f"advantages contain {int((~np.isfinite(adv)).sum())} NaN or infinite values; "
-                                 f"check the rewards (a group with zero reward variance must give A = 0).")
+            adv = advantages_of(advantages).numpy()
         if seq_logprobs is not None:
             logp = as_real_array(seq_logprobs, "seq_logprobs")
             if logp.ndim != 2 or logp.shape[1] != k:
