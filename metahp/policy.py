@@ -167,13 +167,20 @@ class GridMetaPolicy(MetaPolicy):
                 raise InputError(f"updater {self.updater.name!r} credits the value that was used: call sample() "
                                  f"before update().")
             feedback = Feedback(chosen=self._chosen, reward=float(signal))
-        self._updater_state = self.updater.update(self._updater_state, feedback)
+        with np.errstate(all="ignore"):  # an overflow is reported below, as an error that says which feedback
+            updater_state = self.updater.update(self._updater_state, feedback)
+            probs = np.asarray(self.updater.probs(updater_state), dtype=np.float64)
+        if not np.isfinite(probs).all():
+            raise InputError(f"updater {self.updater.name!r}: this batch's feedback "
+                             f"({feedback.reward if feedback.advantages is None else feedback.advantages!r:.80}) "
+                             f"would leave no finite distribution (NaN or overflow); check the rewards and "
+                             f"advantages passed to update(). The policy is unchanged.")
+        self._updater_state = updater_state
         self._reward_state = reward_state
         self.step += 1
-        return self._metrics(feedback)
+        return self._metrics(feedback, probs)
 
-    def _metrics(self, feedback: Feedback) -> dict[str, float]:
-        probs = self.probs
+    def _metrics(self, feedback: Feedback, probs: np.ndarray) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self._chosen is not None:
             for name, v in self.knob.components(self.values[self._chosen]).items():

@@ -420,3 +420,14 @@ def test_a_failed_update_leaves_the_policy_unchanged():
     with pytest.raises(InputError):
         policy.update(reward=50.0)
     assert json.dumps(policy.state_dict()) == before
+
+
+def test_feedback_that_would_overflow_the_distribution_is_refused_and_changes_nothing():
+    # Found by the state-mutation test: thompson fed a reward of 1e308 (a corrupted reward baseline) went NaN.
+    policy = drawn("thompson")
+    policy.update(reward=-1e308)  # the first reward sets reward_improvement's baseline
+    policy.sample()
+    before = json.dumps(policy.state_dict())
+    with pytest.raises(InputError, match="no finite distribution"):
+        policy.update(reward=0.1)  # improvement 1e308 over the baseline
+    assert json.dumps(policy.state_dict()) == before and np.isfinite(policy.probs).all()
