@@ -16,6 +16,7 @@ JSON file to <out>/runs/ (atomically; existing files are skipped, so an interrup
 95% t-intervals over seeds, ranks, and paired differences (by seed) against the best fixed temperature.
 
     python benchmarks/learning.py --tasks addition reverse sort --seeds 5 --steps 300 --workers 2
+    python benchmarks/learning.py --tasks addition sort --task-steps sort=200 --seeds 10   # 300 steps on addition
     python benchmarks/learning.py --report-only            # tables and figures from the saved JSON
     # the real-model benchmark (docs/benchmarks.md): SmolLM2-135M-Instruct as it is, no warm start
     python benchmarks/learning.py --model smollm2 --tasks word_arithmetic --strategies fixed_0.6 fixed_1 exp3 \
@@ -54,6 +55,8 @@ def parse_args(argv=None) -> Args:
     p.add_argument("--first-seed", type=int, default=d.first_seed,
                    help="e.g. 100 for tuning seeds kept apart from 0..4")
     p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--task-steps", nargs="+", default=[], metavar="TASK=STEPS", type=task_steps_entry,
+                   help="steps for some tasks, e.g. countdown=100 sort=200 (others: --steps)")
     p.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
     p.add_argument("--num-generations", type=int, default=d.num_generations)
     p.add_argument("--eval-problems", type=int, default=d.eval_problems)
@@ -71,7 +74,21 @@ def parse_args(argv=None) -> Args:
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--report-only", action="store_true", help="rebuild tables and figures from <out>/runs")
     p.add_argument("--smoke", action="store_true", help="1 task, 2 strategies, 1 seed, 3 steps, tiny eval")
-    return Args(**vars(p.parse_args(argv)))
+    parsed = vars(p.parse_args(argv))
+    parsed["task_steps"] = dict(parsed["task_steps"])
+    unknown = sorted(set(parsed["task_steps"]) - set(parsed["tasks"]))
+    if unknown:
+        p.error(f"--task-steps names {unknown}, which --tasks does not include ({parsed['tasks']})")
+    return Args(**parsed)
+
+
+def task_steps_entry(text: str) -> tuple[str, int]:
+    """One ``TASK=STEPS`` entry of --task-steps."""
+    task, sep, steps = text.partition("=")
+    if not sep or task not in TASKS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TASK=STEPS with TASK one of {list(TASKS)} and STEPS a "
+                                         "positive integer, e.g. countdown=100")
+    return task, int(steps)
 
 
 def smoke_sized(args: Args) -> Args:

@@ -89,6 +89,8 @@ class Args:
     """the first seed, e.g. 100 for tuning seeds kept apart from 0..4"""
     steps: int = 300
     """GRPO steps per run"""
+    task_steps: dict = field(default_factory=dict)
+    """steps for some tasks by name (e.g. {"countdown": 100}), overriding ``steps`` for those tasks"""
     prompts_per_step: int = 8
     """prompts per GRPO step"""
     num_generations: int = 8
@@ -118,6 +120,11 @@ class Args:
     """1 task, 2 strategies, 1 seed, 3 steps, tiny eval"""
     warm: dict = field(default_factory=dict)
     """not an option: settings for the tiny model's warm start (``build_warm_policy``); --smoke makes it tiny"""
+
+
+def steps_for(args: Args, task: str) -> int:
+    """GRPO steps of a run on ``task``: its entry in ``task_steps``, else ``steps``."""
+    return int(args.task_steps.get(task, args.steps))
 
 
 # -- files ------------------------------------------------------------------------------------------------------
@@ -212,7 +219,7 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
                           temperature=strategy.value if strategy.kind == "fixed" else 1.0,
                           **trainer_settings(args, task, seed))
     if strategy.kind == "schedule":
-        trainer.attach(LinearSchedule(strategy.start, strategy.end, args.steps))
+        trainer.attach(LinearSchedule(strategy.start, strategy.end, steps_for(args, task_name)))
     elif strategy.kind == "entropy":  # holds the first batch's token entropy at T = 1.0, T bounded to [0.5, 1.6]
         trainer.attach(EntropyTarget(target=None, start=1.0, bounds=(0.5, 1.6)))
     elif strategy.kind == "rule":
@@ -224,7 +231,7 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
 
     # train
     start = time.perf_counter()
-    history = trainer.train(args.steps, progress=False)
+    history = trainer.train(steps_for(args, task_name), progress=False)
     train_s = time.perf_counter() - start
 
     # evaluate on the seed's held-out problems (the same for every strategy)
@@ -245,7 +252,8 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
     total = sum(m["time/generation"] + m["time/policy_update"] + m["time/meta_update"] for m in history)
     adapted = strategy.kind == "metahp"
     record = {
-        "task": task_name, "strategy": strategy_name, "seed": seed, "steps": args.steps, "model": args.model,
+        "task": task_name, "strategy": strategy_name, "seed": seed, "steps": steps_for(args, task_name),
+        "model": args.model,
         "learning_rate": trainer.config.learning_rate, "max_completion_tokens": trainer.config.max_completion_tokens,
         "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
         "train_set_size": args.train_set_size,
