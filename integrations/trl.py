@@ -29,6 +29,12 @@ make no meta-update, and the training values are restored when evaluation ends.
 
 TRL recomputes UNtruncated log-probs for its loss (trl issue 6789); metahp does not change that: see docs/trl.md.
 
+``per="completion"``: one temperature per completion instead (each group mixing the grid as the meta-policy says):
+every copy above stays at 1, generate gets a per-row logits processor, the batch carries each row's temperature to
+the loss's micro-batches, and each of TRL's log-prob forwards scales row b's hidden states by 1 / t[b] before the
+fused head (exact without a head bias or soft-capping, checked at attach). The update learns from the rows'
+advantages (informativeness, within-group advantage); see docs/trl.md.
+
 >>> adapter = metahp.adapt(trainer, "temperature", "tampo")      # doctest: +SKIP
 >>> trainer.train(); adapter.policy.probs                        # doctest: +SKIP
 """
@@ -47,6 +53,7 @@ import torch
 from metahp.errors import ConfigError, StateError
 from metahp.knobs import KNOBS, Knob, active_truncations, truncation_names
 from metahp.knobs.base import CHUNK_ELEMENTS
+from metahp.knobs.temperature import PerRowTemperature
 from metahp.knobset import KnobSet
 from metahp.policy import MetaPolicy
 from metahp.rows import informative
@@ -57,6 +64,8 @@ from .trl_capture import GenerateCapture, sequence_logprobs
 
 SUPPORTED_TRL = trl_compat.SUPPORTED_TRL
 STATE_FILE = "metahp_state.json"
+# Values per completion: the batch key carrying each row's temperature from generation to the loss's micro-batch.
+ROW_TEMPERATURE = "metahp_temperature"
 # Truncations transformers applies that only GRPOConfig.generation_kwargs can set; metahp models none of them
 # (unless one is registered as a knob: then it is scored like the others).
 OTHER_TRUNCATIONS = ("top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
@@ -84,6 +93,9 @@ def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=Non
         sampled from, captured step by step: no extra forward; TRL's plain transformers path only), "forward" (one
         no-grad forward over the non-zero-advantage rows: any generation backend, vLLM included), or "auto"
         (generate where possible, else forward).
+    per: "batch" (one value per generation batch) or "completion" (one temperature per completion, each group
+        mixing the grid; sampled with a per-row logits processor, scored by scaling each row's hidden states before
+        TRL's fused LM head; transformers generation only, rewards from advantages: docs/trl.md).
     options: passed to ``metahp.meta_policy`` (e.g. alpha=0.05, nucleus_p=0.7, reward=..., selection=...).
     """
     return TRLAdapter(trainer, knob=knob, updater=updater, values=values, seed=seed, eval_value=eval_value,
@@ -102,10 +114,16 @@ class TRLAdapter:
     def __init__(self, trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
                  likelihoods="auto", combine="factored", per="batch", **options):
         trl_compat.check_version()
-        if per != "batch":
-            raise ConfigError(f"per={per!r}: metahp's TRL adapter draws one value per generation batch for now; values "
-                              f"per completion (per='completion') work with metahp's reference trainer "
-                              f"(metahp.lab.grpo.GRPOTrainer). Use per='batch'.")
+        if per == "prompt":
+            raise ConfigError("per='prompt' learns from each prompt's past pass rate, which TRL's GRPOTrainer does "
+                              "not keep; values per prompt work with metahp's reference trainer "
+                              "(metahp.lab.grpo.GRPOTrainer). Use per='completion' or per='batch'.")
+        if per == "completion":
+            _check_per_completion(trainer)
+            if updater == "uniform" and options.get("reward") is None:
+                # The mixture ignores its feedback; informativeness needs no likelihoods and its metrics say how
+                # often each candidate's completions carried the gradient (the ablation's reading).
+                options["reward"] = "informativeness"
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
         args = trainer.args
@@ -114,7 +132,13 @@ class TRLAdapter:
             knobs, updater, values, args.seed if seed is None else seed, combine=combine,
             supported=_supported_knobs(trainer), who="metahp's TRL adapter", batch_size=args.generation_batch_size,
             batch_what="a generation batch (GRPOConfig.generation_batch_size = per_device_train_batch_size x "
-                       "processes x steps_per_generation)", **options)
+                       "processes x steps_per_generation)", per=per, group_size=args.num_generations, **options)
+        self.per = self.knobset.per
+        if self.per == "completion" and self.knobset.needs_likelihoods:
+            raise ConfigError(f"values per completion in TRL learn from advantages alone (reward='informativeness' or "
+                              f"'within_group_advantage', or updater='uniform'), not from "
+                              f"{self.policy.reward.name!r}, which needs each completion's likelihood under every "
+                              f"candidate; metahp's reference trainer has that (metahp.lab.grpo.GRPOTrainer).")
         for name in names:
             _check_trainer(trainer, name)
         _check_truncations(trainer, names)
@@ -144,11 +168,22 @@ class TRLAdapter:
         # wall time of each meta-update, likelihood capture during generate included (the adapter's overhead)
         self.update_seconds: list[float] = []
         self._capture_seconds = 0.0
-        self._wrapped = trl_compat.Wrapped(trainer, {
+        # Values per completion: this process's rows' temperatures while TRL scores them (None: one value for the
+        # batch), and [rows, next row] while a log-prob forward consumes them chunk by chunk.
+        self._row_values: torch.Tensor | None = None
+        self._scaling: list | None = None
+        self._hooks = []
+        replacements = {
             "_generate_and_score_completions": self._generate_and_score_completions,
             "evaluation_loop": self._evaluation_loop,
             "_save_checkpoint": self._save_checkpoint,
-            "_load_optimizer_and_scheduler": self._load_optimizer_and_scheduler})
+            "_load_optimizer_and_scheduler": self._load_optimizer_and_scheduler}
+        if self.per == "completion":
+            backbones = trl_compat.fused_backbones(trainer)  # checks the heads first: nothing is wrapped on refusal
+            replacements.update({"_compute_loss": self._compute_loss,
+                                 "_get_per_token_logps_and_entropies": self._get_per_token_logps_and_entropies})
+            self._hooks = [b.register_forward_hook(self._scale_rows) for _, b in backbones]
+        self._wrapped = trl_compat.Wrapped(trainer, replacements)
         trainer._metahp_adapter = self
         if "temperature" in names and getattr(trainer.args, "use_adaptive_entropy", False):
             warnings.warn("metahp: TRL's adaptive entropy controller (use_adaptive_entropy=True) measures the "
@@ -219,7 +254,9 @@ class TRLAdapter:
 
     def _apply_one(self, name: str, value) -> None:
         trainer = self.trainer
-        value = _normalise(name, value)
+        # Values per completion: every copy TRL keeps samples and scores at T = 1; the rows' own temperatures act
+        # in the logits processor (generation) and on the hidden states (log-probs).
+        value = 1.0 if _per_row(value) else _normalise(name, value)
         setattr(trainer, name, value)  # kept in sync for user code; TRL 1.16 itself ignores it at run time
         if getattr(trainer, "generation_config", None) is not None:  # transformers generate / generate_batch
             setattr(trainer.generation_config, name, value)
@@ -258,8 +295,12 @@ class TRLAdapter:
         return self.knobset.scoring_knobs(self._used_values())
 
     def detach(self) -> None:
-        """Undo ``attach``: the trainer's own methods come back; the knobs keep their current values."""
+        """Undo ``attach``: the trainer's own methods come back; the knobs keep their current values (values per
+        completion: the copies stay at 1, the rows' temperatures are no longer applied)."""
         self._wrapped.restore()
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
         self.trainer._metahp_adapter = None
 
     def _generate_and_score_completions(self, inputs):
@@ -268,6 +309,8 @@ class TRLAdapter:
         if not trainer.model.training:  # evaluation: the user's settings, no meta-update
             self.apply(self._eval)
             return original(inputs)
+        if self.per == "completion":
+            return self._generate_per_completion(original, inputs)
         self._current = {name: _normalise(name, v) for name, v in self.knobset.draw(agree=self._agree).items()}
         self.apply(self._current)
         self.history.append({"step": trainer.state.global_step, "value": self.value})
@@ -281,6 +324,120 @@ class TRLAdapter:
         self.update_seconds.append(time.perf_counter() - start + self._capture_seconds)
         trl_compat.log_metrics(trainer, metrics)
         return output
+
+    # -- values per completion ----------------------------------------------------------------------------------
+    def _generate_per_completion(self, original, inputs):
+        """One temperature per completion of the global generation batch (groups of num_generations consecutive
+        rows, each mixing the grid as the meta-policy says); this process samples and scores its slice of rows."""
+        trainer = self.trainer
+        accelerator = trainer.accelerator
+        local = len(inputs)
+        drawn = self.knobset.draw(agree=self._agree, rows=local * accelerator.num_processes)
+        name, values = next(iter(drawn.items()))
+        self._current = {name: [float(v) for v in values]}
+        self.apply(self._current)  # every copy at 1
+        start = accelerator.process_index * local
+        rows = torch.tensor(self._current[name][start:start + local], dtype=torch.float32)
+        self.history.append({"step": trainer.state.global_step, "value": float(rows.new_tensor(values).mean()),
+                             "rows": _counts(values, self.policy.knob.values)})
+        self._row_values = rows
+        try:
+            with self._sampling_rows(rows):
+                output = original(inputs)  # old and reference log-probs at the rows' values (_scale_rows)
+        finally:
+            self._row_values = None
+        # Travels with the rows through TRL's shuffle and split into micro-batches, to the loss (_compute_loss).
+        output[ROW_TEMPERATURE] = rows.to(output["advantages"].device)
+        start_time = time.perf_counter()
+        advantages = output["advantages"].detach().float()
+        if accelerator.num_processes > 1:  # the whole batch's advantages on every rank -> the same update
+            advantages = accelerator.gather(advantages)
+        metrics = self.knobset.update(advantages=advantages.cpu(), used=self._current)
+        self.update_seconds.append(time.perf_counter() - start_time)
+        trl_compat.log_metrics(trainer, metrics)
+        return output
+
+    @contextlib.contextmanager
+    def _sampling_rows(self, rows: torch.Tensor):
+        """model.generate samples row b at rows[b]: a logits processor ahead of transformers' truncation warpers,
+        while generation's own temperature is 1."""
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        own = model.__dict__.get("generate")
+        generate = model.generate
+
+        def per_row_generate(*args, **kwargs):
+            prompt = kwargs.get("input_ids", args[0] if args else None)
+            if prompt is None or prompt.size(0) != len(rows):
+                raise ConfigError(f"TRL generated {None if prompt is None else prompt.size(0)} rows in one call but "
+                                  f"this process drew {len(rows)} values per completion: only TRL's single-turn "
+                                  f"transformers generation (one generate call per batch) is supported.")
+            config = kwargs.get("generation_config")
+            if config is not None and getattr(config, "temperature", 1.0) not in (None, 1.0):
+                raise ConfigError(f"generation_config.temperature is {config.temperature} while values per completion "
+                                  f"are applied: something set it after metahp (leave the temperature to metahp).")
+            processors = list(kwargs.pop("logits_processor", None) or [])
+            return generate(*args, logits_processor=[PerRowTemperature(rows.to(prompt.device)), *processors],
+                            **kwargs)
+
+        model.generate = per_row_generate
+        try:
+            yield
+        finally:
+            if own is None:
+                del model.generate
+            else:
+                model.generate = own
+
+    def _compute_loss(self, model, inputs):
+        """TRL's loss on a micro-batch, its log-probs at each row's own temperature (carried in the batch)."""
+        rows = inputs.get(ROW_TEMPERATURE) if isinstance(inputs, dict) else None
+        self._row_values = rows  # None: an evaluation batch, sampled at one value
+        try:
+            return self._wrapped["_compute_loss"](model, inputs)
+        finally:
+            self._row_values = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+        """TRL's chunked log-prob forward; with rows pending, each chunk's hidden states are scaled by its rows'
+        1 / T on the way to the fused LM head (_scale_rows), so the loss, old and reference log-probs of row b
+        are log_softmax(z_b / t_b)."""
+        original = self._wrapped["_get_per_token_logps_and_entropies"]
+        rows = self._row_values
+        if rows is None:
+            return original(model, input_ids, *args, **kwargs)
+        if len(rows) != input_ids.size(0):
+            raise ConfigError(f"TRL scores {input_ids.size(0)} rows but the batch carries {len(rows)} temperatures "
+                              f"per completion: this TRL splits batches in a way metahp does not follow; use "
+                              f"per='batch'.")
+        self._scaling = [rows.to(input_ids.device), 0]
+        try:
+            out = original(model, input_ids, *args, **kwargs)
+            scaled = self._scaling[1]
+        finally:
+            self._scaling = None
+        if scaled != len(rows):
+            raise ConfigError(f"TRL's log-prob forward ran its backbone over {scaled} rows, not {len(rows)}: the "
+                              f"temperatures per completion would be misapplied; use per='batch'.")
+        return out
+
+    def _scale_rows(self, module, args, output):
+        """Forward hook on the backbone under each fused LM head: while a log-prob forward is scoring rows, divide
+        the next chunk's last hidden states by the chunk's temperatures (exact for a head without bias or
+        soft-capping, checked at attach: (h / t) W^T = (h W^T) / t)."""
+        if self._scaling is None:
+            return None  # generation, or a forward outside TRL's log-prob pass
+        rows, done = self._scaling
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        t = rows[done:done + hidden.size(0)]
+        if len(t) != hidden.size(0):
+            raise ConfigError(f"TRL's log-prob forward passed more rows than the {len(rows)} temperatures it was "
+                              f"given; use per='batch'.")
+        self._scaling[1] = done + hidden.size(0)
+        scaled = hidden / t.to(hidden.dtype).view(-1, *([1] * (hidden.dim() - 1)))
+        if hasattr(output, "last_hidden_state"):
+            output.last_hidden_state = scaled
+            return output
+        return (scaled, *output[1:])
 
     def _capturing(self, original, inputs):
         """Run TRL's generation with the knobs' per-token likelihoods captured inside model.generate."""
@@ -376,7 +533,12 @@ class TRLAdapter:
         if set(current) != set(self.knob_names):
             raise StateError(f"value={value!r} names knobs {sorted(current)}, this adapter {list(self.knob_names)}.")
         for name, v in current.items():
-            if v is not None:  # None: the knob was never set (TRL's "not configured")
+            if _per_row(v) and self.per != "completion":  # the knob layer refuses the policies' mismatch too
+                raise StateError(f"value[{name!r}] holds one value per completion but this adapter draws one per "
+                                 f"batch: attach with per='completion', as the saved run did.")
+            if _per_row(v):
+                current[name] = [require_finite(x, f"value[{name!r}][{i}]") for i, x in enumerate(v)]
+            elif v is not None:  # None: the knob was never set (TRL's "not configured")
                 require_finite(v, f"value[{name!r}]")
                 current[name] = _normalise(name, v)
         history = state["history"]
@@ -491,6 +653,36 @@ def _eval_mode(model):
     finally:
         for module, training in modes:
             module.training = training
+
+
+def _per_row(value) -> bool:
+    """Whether a knob's value is one value per completion (a list) rather than one for the batch."""
+    return isinstance(value, list | tuple)
+
+
+def _counts(values, grid) -> dict[str, int]:
+    """How many completions drew each candidate, labelled as in the metrics."""
+    return {f"{g:g}": sum(1 for v in values if abs(v - g) <= 1e-9 * max(1.0, abs(g))) for g in grid}
+
+
+def _check_per_completion(trainer) -> None:
+    """Values per completion need TRL's single-turn transformers generation: one generate call over the batch's
+    rows, where a logits processor gives each row its own temperature."""
+    args = trainer.args
+    if getattr(trainer, "use_vllm", False):
+        raise ConfigError(f"values per completion with vLLM ({getattr(args, 'vllm_mode', '?')} mode) are not supported "
+                          f"yet: they need one SamplingParams per request, which TRL's vLLM client does not take. "
+                          f"Use use_vllm=False (transformers generation) or per='batch'.")
+    if getattr(args, "use_transformers_paged", False) or getattr(trainer, "use_transformers_continuous_batching",
+                                                                  False):
+        raise ConfigError("values per completion need transformers' generate (a logits processor per row); "
+                          "continuous batching (generate_batch) takes none. Turn it off or use per='batch'.")
+    if getattr(trainer, "tools", None):
+        raise ConfigError("values per completion with tools (multi-turn generation) are not supported: later turns "
+                          "regenerate a subset of rows. Use per='batch'.")
+    if getattr(args, "padding_free", False):
+        raise ConfigError("values per completion scale each row's hidden states; padding_free packs all rows into "
+                          "one. Set padding_free=False or use per='batch'.")
 
 
 def _normalise(name: str, value):

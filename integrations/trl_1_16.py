@@ -19,9 +19,14 @@ SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
 # The trainer methods the adapter wraps: generation + scoring (draw before, meta-update after), evaluation (the
 # user's values), checkpoint save and load (the adapter's state file).
 WRAPPED_METHODS = ("_generate_and_score_completions", "evaluation_loop", "_save_checkpoint",
-                   "_load_optimizer_and_scheduler")
+                   "_load_optimizer_and_scheduler", "_compute_loss", "_get_per_token_logps_and_entropies")
+# Values per completion wrap the last two as well: the loss's micro-batch carries each row's temperature, and every
+# log-prob forward (old, reference, loss) scales its rows' hidden states by 1 / T before the fused LM head.
 # The function whose closure holds the fused LM head's temperature, and its inner forward.
 FUSED_HEAD = ("trl.trainer.utils", "add_fused_lm_head", "_fused_forward")
+# What metahp reads or writes in that closure: the log-prob temperature (per batch), and for values per completion
+# the backbone it projects and whether the logits are soft-capped.
+CLOSURE_NAMES = ("temperature", "backbone_attr", "final_logit_softcapping")
 
 
 def check_version() -> None:
@@ -54,8 +59,9 @@ def missing_names(trainer=None) -> list[str]:
     module_name, factory, inner = FUSED_HEAD
     fn = getattr(importlib.import_module(module_name), factory, None)
     codes = [c for c in getattr(getattr(fn, "__code__", None), "co_consts", ()) if getattr(c, "co_name", "") == inner]
-    if not codes or "temperature" not in codes[0].co_freevars:
-        missing.append(f"{module_name}.{factory}.<locals>.{inner} closing over temperature")
+    for name in CLOSURE_NAMES:
+        if not codes or name not in codes[0].co_freevars:
+            missing.append(f"{module_name}.{factory}.<locals>.{inner} closing over {name}")
     utils = importlib.import_module("trl.models.utils")
     if not callable(getattr(utils, "disable_gradient_checkpointing", None)):
         missing.append("trl.models.utils.disable_gradient_checkpointing")
@@ -124,15 +130,20 @@ def no_gradient_checkpointing(trainer) -> contextlib.AbstractContextManager:
     return disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs)
 
 
-def fused_temperature_cells(trainer) -> list:
-    """The closure cells holding the temperature of TRL's fused LM head, on the policy and the reference model."""
+def fused_models(trainer) -> list[tuple[str, Any]]:
+    """The models carrying TRL's fused LM head: the policy (its base model under PEFT) and the reference model."""
     policy = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     models = [("policy", policy)]
     if getattr(trainer, "ref_model", None) is not None:
         models.append(("reference model", trainer.accelerator.unwrap_model(trainer.ref_model)))
+    return models
+
+
+def fused_temperature_cells(trainer) -> list:
+    """The closure cells holding the temperature of TRL's fused LM head, on the policy and the reference model."""
     cells = []
-    for what, model in models:
-        cell = _temperature_cell(model)
+    for what, model in fused_models(trainer):
+        cell = _closure_cell(model, "temperature")
         if cell is None:
             raise ConfigError(f"TRL's fused LM head (trl.trainer.utils.add_fused_lm_head) was not found on the "
                               f"{what}'s forward, so metahp cannot change the temperature of its log-probs; attach "
@@ -146,7 +157,38 @@ def fused_temperature_cells(trainer) -> list:
     return cells
 
 
-def _temperature_cell(model) -> Any:
+def fused_backbones(trainer) -> list[tuple[str, Any]]:
+    """The module whose last hidden state each fused LM head projects (``getattr(model, backbone_attr)`` in TRL's
+    closure), with what stands in its way of scaling rows there: scaling row b's hidden states by 1 / t[b] divides
+    its logits by t[b] exactly when the head has no bias and no final soft-capping (Llama, Qwen, SmolLM2, Mistral;
+    not Gemma 2's soft-capped logits)."""
+    out = []
+    for what, model in fused_models(trainer):
+        attr = _closure_cell(model, "backbone_attr")
+        softcap = _closure_cell(model, "final_logit_softcapping")
+        if attr is None or softcap is None:
+            raise ConfigError(f"TRL's fused LM head on the {what} keeps no backbone_attr / final_logit_softcapping: "
+                              f"this TRL's head is not the one metahp's values per completion scale; use "
+                              f"per='batch'.")
+        head = model.get_output_embeddings()
+        problems = []
+        if softcap.cell_contents is not None:
+            problems.append(f"final logit soft-capping ({softcap.cell_contents})")
+        if getattr(head, "bias", None) is not None:
+            problems.append("an LM-head bias")
+        if problems:
+            raise ConfigError(f"values per completion divide each row's logits by its temperature by scaling the "
+                              f"row's hidden states before TRL's fused LM head, which is exact only for a head "
+                              f"without bias or soft-capping; the {what} has {' and '.join(problems)}. Use "
+                              f"per='batch' with this model.")
+        backbone = getattr(model, attr.cell_contents)
+        if all(b is not backbone for _, b in out):  # PEFT: the reference is the policy with adapters off
+            out.append((what, backbone))
+    return out
+
+
+def _closure_cell(model, name: str) -> Any:
+    """The cell of ``name`` in the closure of the fused forward on ``model`` (None if absent)."""
     # add_fused_lm_head sets model.forward to a bound `_fused_forward` closing over `temperature`. functools.wraps
     # copies the class forward's __qualname__, so match the code object; follow __wrapped__ through decorators
     # (accelerate's autocast / fp32 conversion) in case they were applied already.
@@ -158,8 +200,8 @@ def _temperature_cell(model) -> Any:
         fn = getattr(fn, "__func__", fn)
         code = getattr(fn, "__code__", None)
         if code is not None and code.co_qualname.endswith(f"{factory}.<locals>.{inner}"):
-            if "temperature" not in code.co_freevars:
+            if name not in code.co_freevars:
                 return None
-            return fn.__closure__[code.co_freevars.index("temperature")]
+            return fn.__closure__[code.co_freevars.index(name)]
         fn = getattr(fn, "__wrapped__", None)
     return None

@@ -14,8 +14,8 @@ from test_grpo import _trace, trainer
 
 import metahp
 from metahp import ConfigError, InputError, StateError, meta_policy
+from metahp.knobs.temperature import PerRowTemperature
 from metahp.knobset import KnobSet
-from metahp.lab.grpo import PerRowTemperature
 from metahp.rewards import Batch, Informativeness, WithinGroupAdvantage
 from metahp.selection import stratified_counts
 

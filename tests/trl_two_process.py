@@ -1,8 +1,9 @@
 """Two CPU processes (gloo) train one GRPOTrainer with metahp; each rank writes what its meta-policy did.
 
-    .venv/bin/accelerate launch --num_processes 2 --cpu tests/trl_two_process.py OUT_DIR [forward|generate]
+    .venv/bin/accelerate launch --num_processes 2 --cpu tests/trl_two_process.py OUT_DIR [forward|generate|completion]
 
-Run by tests/test_trl_adapter.py::test_two_processes_make_the_same_choices, which compares the ranks' files.
+Run by tests/test_trl_adapter.py::test_two_processes_make_the_same_choices (likelihoods from generate or a forward)
+and tests/test_trl_per_completion.py (values per completion), which compare the ranks' files.
 """
 
 from __future__ import annotations
@@ -20,25 +21,36 @@ trl_tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(trl_tiny)
 
 
-def main(out_dir: str, likelihoods: str) -> None:
+def main(out_dir: str, mode: str) -> None:
     import metahp
 
     torch.set_num_threads(1)
     trainer = trl_tiny.grpo_trainer(out_dir, max_steps=3)
-    adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], nucleus_p=1.0, likelihoods=likelihoods)
-    updates = []
+    if mode == "completion":  # values per completion: each rank samples its slice of the global rows
+        adapter = metahp.adapt(trainer, per="completion", updater="softmax_gradient", reward="informativeness",
+                               values=[0.5, 1.0, 2.0], lr=5.0)
+    else:
+        adapter = metahp.adapt(trainer, updater="tampo", values=[0.5, 1.0, 2.0], nucleus_p=1.0, likelihoods=mode)
+    updates, local_rows = [], []
     update = adapter.policy.update
 
-    def spy(logp, advantages, **kwargs):
+    def spy(logp=None, advantages=None, **kwargs):
         updates.append({"rows": len(advantages), "batch_size": kwargs.get("batch_size")})
         return update(logp, advantages, **kwargs)
 
     adapter.policy.update = spy
+    generate = trainer.model.generate
+
+    def counting_generate(*args, **kwargs):
+        local_rows.append(int(kwargs["input_ids"].size(0)))
+        return generate(*args, **kwargs)
+
+    trainer.model.generate = counting_generate
     trainer.train()
     rank = trainer.accelerator.process_index
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps({
         "world": trainer.accelerator.num_processes, "history": adapter.history, "updates": updates,
-        "state": adapter.policy.state_dict(), "source": adapter.likelihood_source}))
+        "state": adapter.policy.state_dict(), "source": adapter.likelihood_source, "local_rows": local_rows}))
     # A rank sometimes aborted during interpreter teardown, after its work and its JSON were done
     # ("terminate called without an active exception": a C++ thread destroyed at exit; seen intermittently in
     # clean-clone CI runs under load). Tear gloo down, then leave without running the exit handlers.

@@ -89,3 +89,15 @@ class Temperature(Knob):
             log_partition = scaled.exp_().sum(dim=-1).log_()
             out[:, k] = taken * inv - log_partition
         return out
+
+
+class PerRowTemperature:
+    """A transformers logits processor (a plain callable, so the core needs no transformers): row b of the scores
+    divided by its own temperature t[b] ([B]). Both trainers sample values per completion with it, generation's
+    own temperature set to 1; transformers runs it before its truncation warpers, as it runs a single temperature."""
+
+    def __init__(self, temperatures: torch.Tensor):
+        self.temperatures = temperatures.float().unsqueeze(1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores / self.temperatures.to(scores.device)

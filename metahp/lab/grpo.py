@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metahp.errors import ConfigError, StateError
 from metahp.knobs import KNOBS, active_truncations
+from metahp.knobs.temperature import PerRowTemperature
 from metahp.state import (
     check_rng_state,
     fsync_tree,
@@ -525,16 +526,6 @@ class GRPOTrainer:
         self.pass_rates = {int(i): float(r) for i, r in state.get("pass_rates", {}).items()}
         self._rng.bit_generator.state = state["numpy_rng"]
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
-
-
-class PerRowTemperature:
-    """transformers logits processor: row b of the scores divided by its own temperature t[b] ([B])."""
-
-    def __init__(self, temperatures: torch.Tensor):
-        self.temperatures = temperatures.float().unsqueeze(1)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores / self.temperatures
 
 
 def _per_row(value) -> bool:
