@@ -151,3 +151,37 @@ def plot_reward_curves(runs: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_zero_advantage(runs: list[dict], path: Path) -> Path:
+    """Per task: the share of zero-advantage groups over training (mean over seeds, moving mean), fixed
+    temperatures cool to hot, the other strategies in colour: the groups that carry no gradient."""
+    plt = _pyplot()
+    have = [r for r in runs if all(v is not None for v in r["series"].get("zero_advantage_groups") or [None])]
+    tasks = [t for t in TASKS if any(r["task"] == t for r in have)]
+    cols = min(2, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
+    fixed = [s for s in STRATEGIES if STRATEGIES[s].kind == "fixed"]
+    others = [s for s in STRATEGIES if STRATEGIES[s].kind != "fixed"]
+    cool_to_hot, tab = plt.get_cmap("coolwarm"), plt.get_cmap("tab10")
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for i, s in enumerate(fixed + others):
+            curve = _smoothed_mean(have, task, s, "zero_advantage_groups", parts=15)
+            if curve is None:
+                continue
+            is_fixed = i < len(fixed)
+            colour = cool_to_hot(i / max(1, len(fixed) - 1)) if is_fixed else tab((i - len(fixed)) % 10)
+            ax.plot(*curve, ":" if is_fixed else "-", color=colour, label=s, lw=1.6 if not is_fixed else 1.2)
+        ax.set_title(f"{task}: share of zero-advantage groups")
+        ax.set_xlabel("GRPO step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for row in axes:
+        row[0].set_ylabel("zero-advantage groups (mean over seeds, moving mean)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from learning_figures import plot_accuracy, plot_paired, plot_reward_curves, plot_temperatures
+from learning_figures import plot_accuracy, plot_paired, plot_reward_curves, plot_temperatures, plot_zero_advantage
 from learning_run import STRATEGIES, kind_of, write_json
 from learning_stats import METRICS, summarize
 
@@ -68,6 +68,22 @@ def format_report(summary: dict, warm: dict | None = None) -> str:
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
             mean_rank.setdefault(s, []).append(acc["stats"][s]["rank"])
         lines.append("")
+        zero = entry.get("zero_advantage")
+        mixed = [s for s in entry["strategies"] if "vs_uniform" in acc["stats"][s]]
+        if zero or mixed:
+            lines += ["Values per completion: held-out greedy accuracy against the uniform mixture (`rows_uniform`, "
+                      "not learned), and the share of zero-advantage groups (all completions of a prompt equally "
+                      "rewarded: no gradient), mean over the run, paired by seed against the best fixed temperature "
+                      f"({acc['best_fixed']}) and the uniform mixture:", "",
+                      "| strategy | greedy acc. vs uniform (paired) | zero-adv. share [95% CI] | vs best fixed | "
+                      "vs uniform |", "|---|---|---|---|---|"]
+            for s in entry["strategies"]:
+                z = (zero or {}).get("stats", {}).get(s)
+                cells = [_fmt_diff(acc["stats"][s].get("vs_uniform")) if s != "rows_uniform" else "-",
+                         _fmt(z) if z else "-", _fmt_diff(z.get("vs_best_fixed")) if z else "-",
+                         _fmt_diff(z.get("vs_uniform")) if z else "-"]
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            lines.append("")
         phases = entry.get("reward_by_phase")
         if phases:
             n = phases["phases"]
@@ -140,6 +156,8 @@ def report(out: Path) -> dict:
                                       "runs": len(runs), "wall_s_total": sum(r["train_s"] + r["eval_s"] for r in runs)})
     figures = [plot_accuracy(summary, out / "accuracy.png"), plot_paired(summary, out / "paired.png"),
                plot_temperatures(runs, out / "temperature.png"), plot_reward_curves(runs, out / "reward.png")]
+    if any(entry.get("zero_advantage") for entry in summary.values()):
+        figures.append(plot_zero_advantage(runs, out / "zero_advantage.png"))
     print(text)
     print(f"\nreport: {out / 'report.md'}; figures: {', '.join(map(str, figures))}")
     return summary

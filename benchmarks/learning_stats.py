@@ -9,6 +9,7 @@ from learning_run import STRATEGIES, TASKS, kind_of
 METRICS = (("greedy_accuracy", "held-out greedy accuracy"), ("pass@k", "held-out pass@k (T=1)"),
            ("reward_auc", "training reward AUC (mean reward over steps)"))
 PHASES = 5
+UNIFORM = "rows_uniform"  # the per-completion ablation: the grid mixed evenly in every group, never learned
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -77,6 +78,10 @@ def summarize(runs: list[dict]) -> dict:
                 for s in order:
                     m, lo, hi, n = paired_diff(values[s], values["fixed_1"])
                     stats[s]["vs_fixed_1"] = {"mean": m, "lo": lo, "hi": hi, "pairs": n}
+            if UNIFORM in values:  # the mixture that never learns: does learning (not mixing alone) help?
+                for s in order:
+                    m, lo, hi, n = paired_diff(values[s], values[UNIFORM])
+                    stats[s]["vs_uniform"] = {"mean": m, "lo": lo, "hi": hi, "pairs": n}
             entry[metric] = {"best_fixed": best_fixed, "stats": stats}
         entry["temperature"] = {}
         for s in order:  # temperature used: whole run and last fifth, mean over steps then seeds
@@ -86,6 +91,9 @@ def summarize(runs: list[dict]) -> dict:
                                        "last_fifth": float(np.mean([x.mean() for x in tail])),
                                        "last_fifth_seeds": [float(x.mean()) for x in tail]}
         entry["reward_by_phase"] = reward_by_phase({s: by_strategy[s] for s in order})
+        zero = zero_advantage({s: by_strategy[s] for s in order}, entry["greedy_accuracy"]["best_fixed"])
+        if zero:
+            entry["zero_advantage"] = zero
         instructions = sorted({k for s in by_strategy.values() for r in s.values()
                                for k in r["after"].get("greedy_by_instruction", {})})
         if instructions:  # tasks that mix instructions: which skill each strategy learned
@@ -113,4 +121,27 @@ def reward_by_phase(by_strategy: dict[str, dict[int, dict]], phases: int = PHASE
     fixed = [s for s in by_strategy if kind_of(s) == "fixed"]
     out["fixed_leader"] = [max(fixed, key=lambda s: out["stats"][s][i]["mean"]) if fixed else None
                            for i in range(phases)]
+    return out
+
+
+def zero_advantage(by_strategy: dict[str, dict[int, dict]], best_fixed: str | None) -> dict:
+    """Share of GRPO groups whose completions all got the same reward (zero advantage: no gradient), averaged over
+    the run, per strategy: mean [95% CI] over seeds, and paired by seed against the fixed temperature with the best
+    held-out greedy accuracy and against the uniform mixture. Empty for runs recorded before the metric existed."""
+    values = {}
+    for s, runs in by_strategy.items():
+        per_seed = {seed: [v for v in r["series"].get("zero_advantage_groups") or [] if v is not None]
+                    for seed, r in runs.items()}
+        if all(per_seed.values()):
+            values[s] = {seed: float(np.mean(v)) for seed, v in per_seed.items()}
+    if not values:
+        return {}
+    out: dict = {"best_fixed": best_fixed, "stats": {}}
+    for s, by_seed in values.items():
+        st = dict(zip(("mean", "lo", "hi"), mean_ci(list(by_seed.values())), strict=True), n=len(by_seed))
+        for key, other in (("vs_best_fixed", best_fixed), ("vs_uniform", UNIFORM)):
+            if other in values and other != s:
+                m, lo, hi, n = paired_diff(by_seed, values[other])
+                st[key] = {"mean": m, "lo": lo, "hi": hi, "pairs": n}
+        out["stats"][s] = st
     return out

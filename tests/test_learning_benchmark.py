@@ -86,6 +86,46 @@ def test_summarize_picks_best_fixed_and_pairs_by_seed(stats, report):
     assert "| tampo |" in text and "(best fixed)" in text
 
 
+def test_zero_advantage_share_is_paired_against_best_fixed_and_the_uniform_mixture(stats, report):
+    def run(strategy, seed, acc, zero):
+        r = _run("rare_skill", strategy, seed, acc, 0.1)
+        r["series"]["zero_advantage_groups"] = [zero + 0.01 * seed, zero - 0.01 * seed] * 5
+        return r
+
+    runs = []
+    for seed in range(3):
+        runs += [run("fixed_0.6", seed, 0.40, 0.80), run("fixed_1.5", seed, 0.90 + 0.01 * seed, 0.30),
+                 run("rows_uniform", seed, 0.50, 0.60), run("rows_informative", seed, 0.60 + 0.02 * seed, 0.50)]
+    summary = stats.summarize(runs)["rare_skill"]
+    zero = summary["zero_advantage"]
+    assert zero["best_fixed"] == "fixed_1.5"
+    informative = zero["stats"]["rows_informative"]
+    assert informative["mean"] == pytest.approx(0.50)
+    assert informative["vs_best_fixed"]["mean"] == pytest.approx(0.20) and informative["vs_best_fixed"]["pairs"] == 3
+    assert informative["vs_uniform"]["mean"] == pytest.approx(-0.10)
+    assert "vs_uniform" not in zero["stats"]["rows_uniform"]
+    acc = summary["greedy_accuracy"]["stats"]["rows_informative"]["vs_uniform"]
+    assert acc["mean"] == pytest.approx(0.12) and acc["lo"] < 0.12 < acc["hi"]
+    text = report.format_report({"rare_skill": summary})
+    assert "| rows_informative | +0.120 [" in text and "zero-adv. share" in text
+    # runs recorded before the metric existed get no zero-advantage entry (and no crash)
+    for r in runs:
+        del r["series"]["zero_advantage_groups"]
+    assert "zero_advantage" not in stats.summarize(runs)["rare_skill"]
+
+
+def test_task_steps_override_steps_per_task(learning):
+    args = learning.parse_args(["--tasks", "addition", "sort", "--steps", "300", "--task-steps", "sort=200"])
+    assert args.task_steps == {"sort": 200}
+    from learning_run import steps_for
+
+    assert steps_for(args, "sort") == 200 and steps_for(args, "addition") == 300
+    for bad in (["--task-steps", "sort=0"], ["--task-steps", "sort"], ["--task-steps", "chess=3"],
+                ["--tasks", "addition", "--task-steps", "sort=5"]):
+        with pytest.raises(SystemExit):
+            learning.parse_args(bad)
+
+
 def test_reward_by_phase_finds_a_moving_leader(stats):
     """Hot leads the first half, cool the second: the phase table must name a different fixed leader per half."""
     def run(seed, first, second):
@@ -170,7 +210,8 @@ def test_pretrained_model_runs_without_a_warm_start(learning, tmp_path, monkeypa
 
 
 # reports committed before eef034c reworded one line per task; everything else must match byte for byte
-@pytest.mark.parametrize("folder", ["smollm2", "moving_optimum", pytest.param("learning", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("folder", ["smollm2", "moving_optimum", "per_completion_tuning",
+                                    pytest.param("learning", marks=pytest.mark.slow)])
 def test_report_only_reproduces_the_committed_report(learning, folder, tmp_path, capsys):
     """--report-only on a copy of the committed runs rebuilds the committed report.md and summary.json byte for byte
     (the same statistics, formatting and order) and all four figures."""
