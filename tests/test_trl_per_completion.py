@@ -230,3 +230,32 @@ def test_detach_removes_the_row_scaling(tmp_path):
     assert len(backbone._forward_hooks) == 1
     adapter.detach()
     assert len(backbone._forward_hooks) == 0 and "_compute_loss" not in trainer.__dict__
+
+
+def test_values_per_completion_add_no_forward_pass(tmp_path):
+    """The same training steps run exactly as many forwards of the policy and the reference model per completion
+    as per batch (the rows' values ride on TRL's own passes)."""
+    def forwards(per):
+        trainer = trl_tiny.grpo_trainer(tmp_path / per, max_steps=4, **SETTINGS)
+        if per == "completion":
+            adapt(trainer)
+        else:
+            metahp.adapt(trainer, updater="exp3", values=GRID, seed=3)
+        counts = {"policy": 0, "reference": 0}
+        for name, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+            model.register_forward_pre_hook(lambda *a, name=name: counts.__setitem__(name, counts[name] + 1))
+        generate = trainer.model.generate
+        steps = []
+
+        def spy(*args, **kwargs):  # decoding steps are forwards too: count them apart
+            before = counts["policy"]
+            out = generate(*args, **kwargs)
+            steps.append(counts["policy"] - before)
+            return out
+
+        trainer.model.generate = spy
+        trainer.train()
+        return counts["policy"] - sum(steps), counts["reference"], len(steps)
+
+    per_batch, per_completion = forwards("batch"), forwards("completion")
+    assert per_completion == per_batch and per_batch[0] > 0 and per_batch[1] > 0
