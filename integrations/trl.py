@@ -30,7 +30,8 @@ make no meta-update, and the training values are restored when evaluation ends.
 TRL recomputes UNtruncated log-probs for its loss (trl issue 6789); metahp does not change that: see docs/trl.md.
 
 ``per="completion"``: one temperature per completion instead (each group mixing the grid as the meta-policy says):
-every copy above stays at 1, generate gets a per-row logits processor, the batch carries each row's temperature to
+every copy above stays at 1, generate gets a per-row logits processor (vLLM colocate: one SamplingParams per
+prompt), the batch carries each row's temperature to
 the loss's micro-batches, and each of TRL's log-prob forwards scales row b's hidden states by 1 / t[b] before the
 fused head (exact without a head bias or soft-capping, checked at attach). The update learns from the rows'
 advantages (informativeness, within-group advantage); see docs/trl.md.
@@ -95,7 +96,7 @@ def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=Non
         (generate where possible, else forward).
     per: "batch" (one value per generation batch) or "completion" (one temperature per completion, each group
         mixing the grid; sampled with a per-row logits processor, scored by scaling each row's hidden states before
-        TRL's fused LM head; transformers generation only, rewards from advantages: docs/trl.md).
+        TRL's fused LM head; transformers generation or vLLM colocate, rewards from advantages: docs/trl.md).
     options: passed to ``metahp.meta_policy`` (e.g. alpha=0.05, nucleus_p=0.7, reward=..., selection=...).
     """
     return TRLAdapter(trainer, knob=knob, updater=updater, values=values, seed=seed, eval_value=eval_value,
@@ -359,34 +360,24 @@ class TRLAdapter:
 
     @contextlib.contextmanager
     def _sampling_rows(self, rows: torch.Tensor):
-        """model.generate samples row b at rows[b]: a logits processor ahead of transformers' truncation warpers,
-        while generation's own temperature is 1."""
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        own = model.__dict__.get("generate")
-        generate = model.generate
-
-        def per_row_generate(*args, **kwargs):
-            prompt = kwargs.get("input_ids", args[0] if args else None)
-            if prompt is None or prompt.size(0) != len(rows):
-                raise ConfigError(f"TRL generated {None if prompt is None else prompt.size(0)} rows in one call but "
-                                  f"this process drew {len(rows)} values per completion: only TRL's single-turn "
-                                  f"transformers generation (one generate call per batch) is supported.")
-            config = kwargs.get("generation_config")
-            if config is not None and getattr(config, "temperature", 1.0) not in (None, 1.0):
-                raise ConfigError(f"generation_config.temperature is {config.temperature} while values per completion "
-                                  f"are applied: something set it after metahp (leave the temperature to metahp).")
-            processors = list(kwargs.pop("logits_processor", None) or [])
-            return generate(*args, logits_processor=[PerRowTemperature(rows.to(prompt.device)), *processors],
-                            **kwargs)
-
-        model.generate = per_row_generate
+        """Generation samples row b at rows[b]: with transformers, a logits processor ahead of its truncation warpers
+        (generation's own temperature is 1); with vLLM colocate, one SamplingParams per prompt."""
+        trainer = self.trainer
+        vllm = getattr(trainer, "vllm_generation", None) if getattr(trainer, "use_vllm", False) else None
+        if vllm is not None:
+            target, generate = vllm.llm, _per_request(vllm, vllm.llm.generate, rows)
+        else:
+            target = trainer.accelerator.unwrap_model(trainer.model)
+            generate = _per_row_generate(target.generate, rows)
+        own = target.__dict__.get("generate")
+        target.generate = generate
         try:
             yield
         finally:
             if own is None:
-                del model.generate
+                del target.generate
             else:
-                model.generate = own
+                target.generate = own
 
     def _compute_loss(self, model, inputs):
         """TRL's loss on a micro-batch, its log-probs at each row's own temperature (carried in the batch)."""
@@ -665,14 +656,64 @@ def _counts(values, grid) -> dict[str, int]:
     return {f"{g:g}": sum(1 for v in values if abs(v - g) <= 1e-9 * max(1.0, abs(g))) for g in grid}
 
 
+def _per_row_generate(generate, rows: torch.Tensor):
+    """transformers' ``model.generate`` with row b of every step's scores divided by rows[b]."""
+
+    def per_row_generate(*args, **kwargs):
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        if prompt is None or prompt.size(0) != len(rows):
+            raise ConfigError(f"TRL generated {None if prompt is None else prompt.size(0)} rows in one call but this "
+                              f"process drew {len(rows)} values per completion: only TRL's single-turn generation "
+                              f"(one generate call per batch) is supported.")
+        config = kwargs.get("generation_config")
+        if config is not None and getattr(config, "temperature", 1.0) not in (None, 1.0):
+            raise ConfigError(f"generation_config.temperature is {config.temperature} while values per completion "
+                              f"are applied: something set it after metahp (leave the temperature to metahp).")
+        processors = list(kwargs.pop("logits_processor", None) or [])
+        return generate(*args, logits_processor=[PerRowTemperature(rows.to(prompt.device)), *processors], **kwargs)
+
+    return per_row_generate
+
+
+def _per_request(vllm, generate, rows: torch.Tensor):
+    """vLLM's ``LLM.generate`` (TRL's colocate mode) with one SamplingParams per prompt, prompt b at rows[b]. With
+    tensor parallelism TRL gathers the group's prompts in rank order; the rows are gathered the same way."""
+
+    def per_request_generate(prompts, sampling_params=None, **kwargs):
+        values = [float(v) for v in rows.tolist()]
+        group = getattr(vllm, "tensor_parallel_size", 1) or 1
+        if group > 1:
+            gathered = [None] * group
+            torch.distributed.all_gather_object(gathered, values, group=vllm.tp_group)
+            values = [v for part in gathered for v in part]
+        if sampling_params is None or isinstance(sampling_params, list | tuple) or len(prompts) != len(values):
+            raise ConfigError(f"TRL's vLLM colocate call passed {len(prompts)} prompts and "
+                              f"{type(sampling_params).__name__} sampling settings for {len(values)} values per "
+                              f"completion: this TRL generates differently from the one metahp supports (1.16); use "
+                              f"per='batch'.")
+        if getattr(sampling_params, "temperature", 1.0) != 1.0 or getattr(sampling_params, "n", 1) != 1:
+            raise ConfigError(f"vLLM's sampling settings have temperature={sampling_params.temperature}, "
+                              f"n={sampling_params.n} while values per completion are applied (metahp expects 1 and "
+                              f"1: one completion per prompt, each at its own temperature).")
+        per_prompt = []
+        for value in values:
+            params = sampling_params.clone()
+            params.temperature = value
+            per_prompt.append(params)
+        return generate(prompts, sampling_params=per_prompt, **kwargs)
+
+    return per_request_generate
+
+
 def _check_per_completion(trainer) -> None:
     """Values per completion need TRL's single-turn transformers generation: one generate call over the batch's
     rows, where a logits processor gives each row its own temperature."""
     args = trainer.args
-    if getattr(trainer, "use_vllm", False):
-        raise ConfigError(f"values per completion with vLLM ({getattr(args, 'vllm_mode', '?')} mode) are not supported "
-                          f"yet: they need one SamplingParams per request, which TRL's vLLM client does not take. "
-                          f"Use use_vllm=False (transformers generation) or per='batch'.")
+    if getattr(trainer, "use_vllm", False) and getattr(args, "vllm_mode", None) != "colocate":
+        raise ConfigError(f"values per completion with vLLM in {getattr(args, 'vllm_mode', '?')!r} mode are not "
+                          f"supported: TRL's server client sends one set of sampling settings for the whole request. "
+                          f"Use vllm_mode='colocate' (one SamplingParams per prompt), transformers generation "
+                          f"(use_vllm=False), or per='batch'.")
     if getattr(args, "use_transformers_paged", False) or getattr(trainer, "use_transformers_continuous_batching",
                                                                   False):
         raise ConfigError("values per completion need transformers' generate (a logits processor per row); "

@@ -189,6 +189,28 @@ def test_two_processes_draw_and_learn_the_same(tmp_path):
     assert [r["local_rows"] for r in ranks] == [[4, 4, 4], [4, 4, 4]]
 
 
+def test_vllm_colocate_samples_each_prompt_at_its_own_temperature(tmp_path):
+    """Through a stand-in for TRL's colocate VLLMGeneration (its LLM.generate samples each prompt at its
+    SamplingParams and returns processed log-probs): one SamplingParams per prompt at the row's value, and TRL's
+    importance-sampling check (sampling vs trainer log-prob per token) finds the loss at the same temperatures."""
+    settings = dict(SETTINGS, num_iterations=1, gradient_accumulation_steps=1, max_steps=3)
+    trainer = sharpened(trl_tiny.grpo_trainer(tmp_path, **settings))
+    fake = trl_tiny.FakeVLLMGeneration(trainer.model, trainer.processing_class, trainer.args.max_completion_length,
+                                       trainer.temperature)
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, fake, -1
+    trainer.args.vllm_mode = "colocate"
+    drawn = []
+    adapter = adapt(trainer)
+    draw = adapter.knobset.draw
+    adapter.knobset.draw = lambda **kw: drawn.append(draw(**kw)["temperature"]) or {"temperature": drawn[-1]}
+    trainer.train()
+    assert fake.temperatures == [1.0] * 3  # TRL's own setting stays at 1: the per-prompt params carry the values
+    assert fake.llm.temperatures == drawn and len(drawn) == 3 and all(len(set(d)) == 3 for d in drawn)
+    diffs = [h["sampling/sampling_logp_difference/max"] for h in trainer.state.log_history
+             if "sampling/sampling_logp_difference/max" in h]
+    assert len(diffs) == 3 and max(diffs) < TOL
+
+
 # -- what cannot honour values per completion gets a clear error -------------------------------------------------
 def test_per_prompt_and_likelihood_rewards_are_refused_with_what_works(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path, **SETTINGS)
@@ -203,7 +225,7 @@ def test_per_prompt_and_likelihood_rewards_are_refused_with_what_works(tmp_path)
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda t: setattr(t, "use_vllm", True), "vLLM"),
+    (lambda t: setattr(t, "use_vllm", True) or setattr(t.args, "vllm_mode", "server"), "'server' mode"),
     (lambda t: setattr(t, "tools", [print]), "tools"),
     (lambda t: setattr(t.args, "padding_free", True), "padding_free"),
 ])

@@ -78,14 +78,61 @@ def grpo_trainer(output_dir, *, seed: int = 0, model_kwargs=None, eval_dataset=F
                        processing_class=tok)
 
 
+class FakeSamplingParams:
+    """The fields of vllm.SamplingParams that TRL's colocate call sets and metahp reads, with its ``clone``. (A plain
+    class: this module is loaded by path, outside sys.modules, where dataclasses cannot resolve it.)"""
+
+    def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 0, min_p: float | None = None, n: int = 1):
+        self.temperature, self.top_p, self.top_k, self.min_p, self.n = temperature, top_p, top_k, min_p, n
+
+    def clone(self) -> FakeSamplingParams:
+        return FakeSamplingParams(self.temperature, self.top_p, self.top_k, self.min_p, self.n)
+
+
+class FakeLLM:
+    """A stand-in for vllm.LLM: ``generate(prompts, sampling_params)`` with one SamplingParams or one per prompt,
+    sampling each prompt through transformers at its settings and returning processed log-probs.
+    ``.temperatures`` lists, per call, the temperature each prompt was sampled at."""
+
+    def __init__(self, model, tokenizer, max_tokens):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self.temperatures: list[list[float]] = []
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False):
+        from transformers import GenerationConfig
+
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        assert len(params) == len(prompts)
+        self.temperatures.append([p.temperature for p in params])
+        outputs = []
+        for prompt, p in zip(prompts, params, strict=True):
+            ids = prompt["prompt_token_ids"]
+            config = GenerationConfig(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                                      min_p=p.min_p, max_new_tokens=self.max_tokens, output_scores=True,
+                                      return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id)
+            with torch.no_grad():
+                out = self.model.generate(input_ids=torch.tensor([ids]), generation_config=config)
+            tokens = out.sequences[0, len(ids):].tolist()
+            logp = torch.stack(out.scores, dim=1)[0].float().log_softmax(-1)
+            if self.tokenizer.eos_token_id in tokens:
+                tokens = tokens[:tokens.index(self.tokenizer.eos_token_id) + 1]
+            outputs.append((tokens, [[logp[t, tok].item()] for t, tok in enumerate(tokens)]))
+        return outputs
+
+
 class FakeVLLMGeneration:
-    """A stand-in for trl's VLLMGeneration: samples with its own .temperature / .top_p / .top_k / .min_p (read at
-    every generate() call, as VLLMGeneration builds SamplingParams) through transformers' generate, and returns
-    processed log-probs (vLLM's logprobs_mode="processed_logprobs": after temperature and truncation).
-    ``.calls`` records the settings of every call."""
+    """A stand-in for trl's VLLMGeneration in colocate mode: at every generate() call it builds the sampling
+    settings from its own .temperature / .top_p / .top_k / .min_p (as VLLMGeneration builds SamplingParams, n=1)
+    and calls ``.llm.generate`` once for all prompts; it returns processed log-probs (vLLM's
+    logprobs_mode="processed_logprobs": after temperature and truncation). ``.calls`` records the settings of every
+    call."""
+
+    mode = "colocate"
+    tensor_parallel_size = 1
 
     def __init__(self, model, tokenizer, max_tokens, temperature, top_p=1.0, top_k=0, min_p=None):
-        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self.llm = FakeLLM(model, tokenizer, max_tokens)
         self.temperature, self.top_p, self.top_k, self.min_p = temperature, top_p, top_k, min_p
         self.calls = []
 
@@ -97,21 +144,8 @@ class FakeVLLMGeneration:
         pass
 
     def generate(self, prompts, images, num_generations, profiler=None):
-        from transformers import GenerationConfig
-
         settings = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
         self.calls.append(settings)
-        config = GenerationConfig(do_sample=True, **settings, max_new_tokens=self.max_tokens, output_scores=True,
-                                  return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.eos_token_id)
-        completions, logprobs = [], []
-        for ids in prompts:
-            with torch.no_grad():
-                out = self.model.generate(input_ids=torch.tensor([ids]), generation_config=config)
-            tokens = out.sequences[0, len(ids):].tolist()
-            logp = torch.stack(out.scores, dim=1)[0].float().log_softmax(-1)
-            if self.tokenizer.eos_token_id in tokens:
-                tokens = tokens[:tokens.index(self.tokenizer.eos_token_id) + 1]
-            completions.append(tokens)
-            logprobs.append([[logp[t, tok].item()] for t, tok in enumerate(tokens)])
-        return prompts, completions, logprobs, None
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts],
+                                    sampling_params=FakeSamplingParams(**settings), use_tqdm=False)
+        return prompts, [tokens for tokens, _ in outputs], [logp for _, logp in outputs], None
