@@ -185,3 +185,43 @@ def plot_zero_advantage(runs: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_buckets(runs: list[dict], path: Path) -> Path:
+    """Values per prompt: for each task and strategy with one meta-policy per pass-rate bucket, each bucket's
+    expected temperature over training (mean over the seeds where the bucket was updated, carried forward between
+    its updates) and, below, the share of groups each bucket drew."""
+    plt = _pyplot()
+    have = [r for r in runs if r["series"].get("buckets")]
+    panels = sorted({(r["task"], r["strategy"]) for r in have})
+    fig, axes = plt.subplots(2, len(panels), figsize=(6 * len(panels), 7.5), squeeze=False, sharex="col",
+                             layout="constrained")
+    tab = plt.get_cmap("tab10")
+    for col, (task, strategy) in enumerate(panels):
+        mine = [r for r in have if r["task"] == task and r["strategy"] == strategy]
+        for i, bucket in enumerate(mine[0]["series"]["buckets"]):
+            curves, shares = [], []
+            for r in mine:
+                b = r["series"]["buckets"][bucket]
+                last, carried = float("nan"), []
+                for v in b["temperature_mean"]:
+                    last = v if v is not None else last
+                    carried.append(last)
+                curves.append(carried)
+                shares.append(b["groups"])
+            steps = np.arange(1, len(curves[0]) + 1)
+            with np.errstate(all="ignore"):
+                mean_t = np.nanmean(np.array(curves, dtype=float), axis=0)
+            axes[0, col].plot(steps, mean_t, color=tab(i), label=bucket, lw=1.4)
+            window = max(1, len(steps) // 15)
+            share = np.convolve(np.mean(shares, axis=0), np.ones(window) / window, mode="same")
+            axes[1, col].plot(steps, share, color=tab(i), label=bucket, lw=1.2)
+        axes[0, col].set_title(f"{task}, {strategy}: each bucket's expected T")
+        axes[1, col].set_title("share of groups per bucket (moving mean)")
+        axes[1, col].set_xlabel("GRPO step")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from learning_figures import plot_accuracy, plot_paired, plot_reward_curves, plot_temperatures, plot_zero_advantage
+from learning_figures import (
+    plot_accuracy,
+    plot_buckets,
+    plot_paired,
+    plot_reward_curves,
+    plot_temperatures,
+    plot_zero_advantage,
+)
 from learning_run import STRATEGIES, kind_of, write_json
 from learning_stats import METRICS, summarize
 
@@ -158,6 +165,8 @@ def report(out: Path) -> dict:
                plot_temperatures(runs, out / "temperature.png"), plot_reward_curves(runs, out / "reward.png")]
     if any(entry.get("zero_advantage") for entry in summary.values()):
         figures.append(plot_zero_advantage(runs, out / "zero_advantage.png"))
+    if any(r["series"].get("buckets") for r in runs):
+        figures.append(plot_buckets(runs, out / "buckets.png"))
     print(text)
     print(f"\nreport: {out / 'report.md'}; figures: {', '.join(map(str, figures))}")
     return summary

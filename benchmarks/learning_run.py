@@ -270,6 +270,13 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             "zero_advantage_groups": [m.get("zero_advantage_groups") for m in history],
         },
     }
+    if adapted and strategy.options.get("per") == "prompt":  # one meta-policy per pass-rate bucket
+        from metahp.knobset import BUCKETS
+
+        record["series"]["buckets"] = {bucket: {
+            # the bucket's policy: expected temperature after each update; the share of the batch's groups it drew
+            "temperature_mean": [m.get(f"metahp/{bucket}/temperature_mean") for m in history],
+            "groups": [m.get(f"metahp/groups/{bucket}", 0.0) for m in history]} for bucket in BUCKETS}
     if adapted:
         record["final_probs"] = {k.rsplit("/", 1)[1]: v for k, v in history[-1].items() if k.startswith("metahp/prob/")}
     write_json(run_path(Path(args.out), task_name, strategy_name, seed), record)

@@ -266,3 +266,10 @@ def test_per_completion_strategies_run_and_record_their_mixture(learning, tmp_pa
         learning_run.run_one(args, "addition", 0, name)
         record = json.loads((tmp_path / "out" / "runs" / f"addition__{name}__seed0.json").read_text())
         assert record["train_set_size"] == 6 and len(record["series"]["temperature"]) == 3
+    buckets = record["series"]["buckets"]  # prompt_informative: each bucket's policy and share of groups per step
+    assert set(buckets) == {"unseen", "none_correct", "few_correct", "most_correct", "all_correct"}
+    assert [sum(b["groups"][i] for b in buckets.values()) for i in range(3)] == pytest.approx([1.0] * 3)
+    assert buckets["unseen"]["groups"][0] == 1.0  # step 1: no prompt has a history yet
+    assert all(t is None or 0.6 <= t <= 1.5 for b in buckets.values() for t in b["temperature_mean"])
+    learning.main(["--report-only", "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "buckets.png").stat().st_size > 0 and (tmp_path / "out" / "zero_advantage.png").exists()
