@@ -19,12 +19,11 @@ scored but count in N; rows the sampling candidate finds impossible are left out
 Metrics are named metahp/<...> with one knob, and metahp/prob/<knob>=<v> with several. ``state_dict`` holds
 every policy's state (random generators included).
 
-Next: one value per completion or per prompt instead of one per batch. The layer is shaped for it: per-batch
-settings are arguments (``used``, ``given``), never state on a knob, so ``draw(rows=n)`` can return a value per
-row, ``used`` can map each keyword to a [B] vector, scoring can condition each row on its own settings, and an
-update can credit each row's own candidate; adapters keep writing what ``draw`` returns to the copies they know
-(per-row copies where the backend has them: one SamplingParams per request in vLLM, a per-row temperature
-tensor in the loss).
+Values per row (``per="completion"`` or ``"prompt"``): per-batch settings are arguments (``used``, ``given``), never
+state on a knob, so ``draw(rows=n)`` returns a value per row, ``used`` maps the knob to a [B] vector, and an update
+credits each row's own candidate; adapters write what ``draw`` returns to their backend's per-row copies (a logits
+processor per row in transformers' generate, one SamplingParams per request in vLLM colocate, a per-row
+temperature in the loss).
 """
 
 from __future__ import annotations
