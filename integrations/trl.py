@@ -129,11 +129,19 @@ class TRLAdapter:
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
         args = trainer.args
         # The knob layer builds the meta-policies (and checks the knob list, the grids and a product's size).
-        self.knobset = KnobSet(
-            knobs, updater, values, args.seed if seed is None else seed, combine=combine,
-            supported=_supported_knobs(trainer), who="metahp's TRL adapter", batch_size=args.generation_batch_size,
-            batch_what="a generation batch (GRPOConfig.generation_batch_size = per_device_train_batch_size x "
-                       "processes x steps_per_generation)", per=per, group_size=args.num_generations, **options)
+        try:
+            self.knobset = KnobSet(
+                knobs, updater, values, args.seed if seed is None else seed, combine=combine,
+                supported=_supported_knobs(trainer), who="metahp's TRL adapter",
+                batch_size=args.generation_batch_size,
+                batch_what="a generation batch (GRPOConfig.generation_batch_size = per_device_train_batch_size x "
+                           "processes x steps_per_generation)", per=per, group_size=args.num_generations, **options)
+        except ConfigError as err:
+            if per == "completion" and "per-candidate updater" in str(err):
+                raise ConfigError(f"{err} With TRL, values per completion learn from advantages: "
+                                  f"updater='softmax_gradient' (or 'tampo') with reward='informativeness' or "
+                                  f"'within_group_advantage', or updater='uniform'.") from err
+            raise
         self.per = self.knobset.per
         if self.per == "completion" and self.knobset.needs_likelihoods:
             raise ConfigError(f"values per completion in TRL learn from advantages alone (reward='informativeness' or "
@@ -188,8 +196,9 @@ class TRLAdapter:
         trainer._metahp_adapter = self
         if "temperature" in names and getattr(trainer.args, "use_adaptive_entropy", False):
             warnings.warn("metahp: TRL's adaptive entropy controller (use_adaptive_entropy=True) measures the "
-                          "entropy at the temperature metahp draws for each batch, so it reacts to metahp's choice "
-                          "(a hot batch reads as high entropy and lowers the coefficient); see docs/trl.md.",
+                          "entropy at the temperature metahp draws for each batch (or each completion), so it "
+                          "reacts to metahp's choice (a hot batch reads as high entropy and lowers the "
+                          "coefficient); see docs/trl.md.",
                           stacklevel=3)
         dropout = _active_dropout(trainer.model)
         if dropout:
@@ -297,10 +306,13 @@ class TRLAdapter:
 
     def detach(self) -> None:
         """Undo ``attach``: the trainer's own methods come back; the knobs keep their current values (values per
-        completion: the copies stay at 1, the rows' temperatures are no longer applied)."""
+        completion: the copies go back to the user's value, ``eval_value`` or the configured one). Detach between
+        generations: a batch already buffered was scored at its rows' values and would be trained without them."""
         self._wrapped.restore()
         for hook in self._hooks:
             hook.remove()
+        if self._hooks:  # values per completion: the copies go back to the user's value, not 1
+            self.apply(self._eval)
         self._hooks = []
         self.trainer._metahp_adapter = None
 
@@ -369,8 +381,14 @@ class TRLAdapter:
         else:
             target = trainer.accelerator.unwrap_model(trainer.model)
             generate = _per_row_generate(target.generate, rows)
+        calls = []
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return generate(*args, **kwargs)
+
         own = target.__dict__.get("generate")
-        target.generate = generate
+        target.generate = counted
         try:
             yield
         finally:
@@ -378,6 +396,10 @@ class TRLAdapter:
                 del target.generate
             else:
                 target.generate = own
+        if len(calls) != 1:  # else every row was sampled at T = 1 but would be scored at its own value
+            raise ConfigError(f"TRL called {'vLLM' if vllm is not None else 'model'}.generate {len(calls)} times for "
+                              f"one batch; values per completion need exactly one call over all rows (TRL 1.16's "
+                              f"single-turn generation). Use per='batch'.")
 
     def _compute_loss(self, model, inputs):
         """TRL's loss on a micro-batch, its log-probs at each row's own temperature (carried in the batch)."""
@@ -424,7 +446,10 @@ class TRLAdapter:
             raise ConfigError(f"TRL's log-prob forward passed more rows than the {len(rows)} temperatures it was "
                               f"given; use per='batch'.")
         self._scaling[1] = done + hidden.size(0)
-        scaled = hidden / t.to(hidden.dtype).view(-1, *([1] * (hidden.dim() - 1)))
+        # Divide in float32 (a bf16 copy of 0.7 is 0.6992: the row would be scored at another temperature than it
+        # was sampled at), on the hidden states' device (a model split across devices ends the backbone elsewhere).
+        t = t.to(device=hidden.device, dtype=torch.float32).view(-1, *([1] * (hidden.dim() - 1)))
+        scaled = (hidden.float() / t).to(hidden.dtype)
         if hasattr(output, "last_hidden_state"):
             output.last_hidden_state = scaled
             return output

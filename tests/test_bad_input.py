@@ -336,7 +336,7 @@ CASES = [
                                             reward="informativeness", values=[0.6, 1.0]), ConfigError,
      ["past pass rate", "reference trainer"]),
     ("trl per completion with a bandit", lambda: metahp.adapt(trl(), per="completion", values=[0.6, 1.0]),
-     ConfigError, ["per-candidate updater"]),
+     ConfigError, ["per-candidate updater", "reward='informativeness'"]),
     ("trl per completion from likelihoods", lambda: metahp.adapt(trl(), per="completion", updater="tampo",
                                                                  values=[0.6, 1.0]), ConfigError,
      ["informativeness", "reference trainer"]),

@@ -245,13 +245,44 @@ def test_a_head_with_a_bias_is_refused(tmp_path):
     assert trainer.__dict__.get("_compute_loss") is None  # nothing wrapped
 
 
-def test_detach_removes_the_row_scaling(tmp_path):
+def test_detach_removes_the_row_scaling_and_gives_the_copies_the_users_value(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path, **SETTINGS)
-    adapter = adapt(trainer)
+    adapter = adapt(trainer, eval_value=0.7)
     backbone = trainer.model.base_model
     assert len(backbone._forward_hooks) == 1
+    trainer.model.train()
+    trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    assert set(adapter.applied_values().values()) == {1.0}
     adapter.detach()
     assert len(backbone._forward_hooks) == 0 and "_compute_loss" not in trainer.__dict__
+    assert set(adapter.applied_values().values()) == {0.7}
+
+
+def test_rows_are_scaled_in_float32_on_the_hidden_states_device(tmp_path):
+    """A bf16 copy of 0.7 is 0.6992: dividing in the model's dtype would score the row at another temperature."""
+    adapter = adapt(trl_tiny.grpo_trainer(tmp_path, **SETTINGS))
+    hidden = torch.randn(2, 3, 8).to(torch.bfloat16)
+    adapter._scaling = [torch.tensor([0.7, 1.3]), 0]
+    out = adapter._scale_rows(None, (), (hidden,))
+    want = (hidden.float() / torch.tensor([0.7, 1.3]).view(2, 1, 1)).to(torch.bfloat16)
+    assert out[0].dtype == torch.bfloat16 and torch.equal(out[0], want) and adapter._scaling[1] == 2
+    with pytest.raises(ConfigError, match="more rows than the 2 temperatures"):
+        adapter._scale_rows(None, (), (hidden,))
+
+
+def test_generation_must_be_one_call_over_all_rows(tmp_path):
+    """Two generate calls for one batch (e.g. a multi-turn path) would sample later rows at T = 1: refused."""
+    trainer = trl_tiny.grpo_trainer(tmp_path, **SETTINGS)
+    adapter = adapt(trainer)
+    rows = torch.ones(2)
+    ids = torch.tensor([[4, 5], [4, 6]])
+    with pytest.raises(ConfigError, match="2 times for one batch"):
+        with adapter._sampling_rows(rows):
+            for _ in range(2):
+                trainer.model.generate(input_ids=ids, max_new_tokens=1, do_sample=True)
+    with pytest.raises(ConfigError, match="generated 1 rows in one call but this process drew 2"):
+        with adapter._sampling_rows(rows):
+            trainer.model.generate(input_ids=ids[:1], max_new_tokens=1, do_sample=True)
 
 
 def test_values_per_completion_add_no_forward_pass(tmp_path):
