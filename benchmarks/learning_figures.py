@@ -3,6 +3,8 @@ temperature used over the run, and training-reward curves. Colours and line styl
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +212,8 @@ def plot_buckets(runs: list[dict], path: Path) -> Path:
                 curves.append(carried)
                 shares.append(b["groups"])
             steps = np.arange(1, len(curves[0]) + 1)
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # steps before any seed updated the bucket: NaN, not drawn
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean_t = np.nanmean(np.array(curves, dtype=float), axis=0)
             axes[0, col].plot(steps, mean_t, color=tab(i), label=bucket, lw=1.4)
             window = max(1, len(steps) // 15)
