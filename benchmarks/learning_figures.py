@@ -4,7 +4,6 @@ temperature used over the run, and training-reward curves. Colours and line styl
 from __future__ import annotations
 
 import warnings
-
 from pathlib import Path
 
 import numpy as np
