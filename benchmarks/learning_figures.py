@@ -215,9 +215,9 @@ def plot_buckets(runs: list[dict], path: Path) -> Path:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean_t = np.nanmean(np.array(curves, dtype=float), axis=0)
             axes[0, col].plot(steps, mean_t, color=tab(i), label=bucket, lw=1.4)
-            window = max(1, len(steps) // 15)
-            share = np.convolve(np.mean(shares, axis=0), np.ones(window) / window, mode="same")
-            axes[1, col].plot(steps, share, color=tab(i), label=bucket, lw=1.2)
+            window = max(1, len(steps) // 15)  # a trailing moving mean: no edge effects at either end
+            share = np.convolve(np.mean(shares, axis=0), np.ones(window) / window, mode="valid")
+            axes[1, col].plot(steps[window - 1:], share, color=tab(i), label=bucket, lw=1.2)
         axes[0, col].set_title(f"{task}, {strategy}: each bucket's expected T")
         axes[1, col].set_title("share of groups per bucket (moving mean)")
         axes[1, col].set_xlabel("GRPO step")
