@@ -212,7 +212,7 @@ def test_pretrained_model_runs_without_a_warm_start(learning, tmp_path, monkeypa
 # reports committed before eef034c reworded one line per task; everything else must match byte for byte
 @pytest.mark.parametrize("folder", ["smollm2", "moving_optimum", "per_completion_tuning",
                                     pytest.param("learning", marks=pytest.mark.slow),
-                                    pytest.param("per_completion", marks=pytest.mark.slow)])
+                                    pytest.param("per_completion", marks=pytest.mark.slow), "per_prompt"])
 def test_report_only_reproduces_the_committed_report(learning, folder, tmp_path, capsys):
     """--report-only on a copy of the committed runs rebuilds the committed report.md and summary.json byte for byte
     (the same statistics, formatting and order) and all four figures."""
