@@ -351,7 +351,7 @@ class TRLAdapter:
         self.apply(self._current)  # every copy at 1
         start = accelerator.process_index * local
         rows = torch.tensor(self._current[name][start:start + local], dtype=torch.float32)
-        self.history.append({"step": trainer.state.global_step, "value": float(rows.new_tensor(values).mean()),
+        self.history.append({"step": trainer.state.global_step, "value": sum(self._current[name]) / len(values),
                              "rows": _counts(values, self.policy.knob.values)})
         self._row_values = rows
         try:
@@ -379,7 +379,7 @@ class TRLAdapter:
         if vllm is not None:
             target, generate = vllm.llm, _per_request(vllm, vllm.llm.generate, rows)
         else:
-            target = trainer.accelerator.unwrap_model(trainer.model)
+            target = trainer.accelerator.unwrap_model(trainer.model_wrapped)  # what TRL generates with
             generate = _per_row_generate(target.generate, rows)
         calls = []
 
@@ -387,15 +387,8 @@ class TRLAdapter:
             calls.append(1)
             return generate(*args, **kwargs)
 
-        own = target.__dict__.get("generate")
-        target.generate = counted
-        try:
+        with _generate_replaced(target, counted):
             yield
-        finally:
-            if own is None:
-                del target.generate
-            else:
-                target.generate = own
         if len(calls) != 1:  # else every row was sampled at T = 1 but would be scored at its own value
             raise ConfigError(f"TRL called {'vLLM' if vllm is not None else 'model'}.generate {len(calls)} times for "
                               f"one batch; values per completion need exactly one call over all rows (TRL 1.16's "
@@ -458,7 +451,6 @@ class TRLAdapter:
     def _capturing(self, original, inputs):
         """Run TRL's generation with the knobs' per-token likelihoods captured inside model.generate."""
         model = self.trainer.accelerator.unwrap_model(self.trainer.model_wrapped)
-        own = model.__dict__.get("generate")
         generate = model.generate
         calls = []
         self._captured = None
@@ -473,14 +465,8 @@ class TRLAdapter:
             self._capture_seconds += capture.seconds
             return sequences
 
-        model.generate = capturing_generate
-        try:
+        with _generate_replaced(model, capturing_generate):
             output = original(inputs)
-        finally:
-            if own is None:
-                del model.generate
-            else:
-                model.generate = own
         self._captured = calls[0] if len(calls) == 1 else None  # several calls (e.g. tools): use a forward
         return output
 
@@ -681,6 +667,21 @@ def _counts(values, grid) -> dict[str, int]:
     return {f"{g:g}": sum(1 for v in values if abs(v - g) <= 1e-9 * max(1.0, abs(g))) for g in grid}
 
 
+@contextlib.contextmanager
+def _generate_replaced(target, generate):
+    """``target.generate`` is ``generate`` for the duration; then whatever it was (the class's method, or an
+    instance attribute someone set before)."""
+    own = target.__dict__.get("generate")
+    target.generate = generate
+    try:
+        yield
+    finally:
+        if own is None:
+            del target.generate
+        else:
+            target.generate = own
+
+
 def _per_row_generate(generate, rows: torch.Tensor):
     """transformers' ``model.generate`` with row b of every step's scores divided by rows[b]."""
 
@@ -705,7 +706,7 @@ def _per_request(vllm, generate, rows: torch.Tensor):
     tensor parallelism TRL gathers the group's prompts in rank order; the rows are gathered the same way."""
 
     def per_request_generate(prompts, sampling_params=None, **kwargs):
-        values = [float(v) for v in rows.tolist()]
+        values = rows.tolist()
         group = getattr(vllm, "tensor_parallel_size", 1) or 1
         if group > 1:
             gathered = [None] * group
