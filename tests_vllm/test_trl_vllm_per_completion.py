@@ -19,38 +19,24 @@ if os.environ.get("METAHP_VLLM_TEST") != "1":  # `make vllm-test` sets it: there
 import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
 # the colocate module's helpers and tolerances (loaded by path: pytest's import mode keeps test modules apart)
 _spec = importlib.util.spec_from_file_location("vllm_colocate", Path(__file__).with_name("test_trl_vllm_colocate.py"))
 _colocate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_colocate)
 MAX_LOGP_TOLERANCE, MEAN_LOGP_TOLERANCE, STEPS = (_colocate.MAX_LOGP_TOLERANCE, _colocate.MEAN_LOGP_TOLERANCE,
                                                   _colocate.STEPS)
-cpu_weight_sync, step_logs, untied_tiny_qwen2 = _colocate.cpu_weight_sync, _colocate.step_logs, \
-    _colocate.untied_tiny_qwen2
+colocate_trainer, cpu_weight_sync, step_logs = _colocate.colocate_trainer, _colocate.cpu_weight_sync, \
+    _colocate.step_logs
 
 GRID = [0.5, 1.0, 2.0]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import trl_tiny
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
     import metahp
 
-    out = tmp_path_factory.mktemp("vllm_per_completion")
-    tok = trl_tiny.char_tokenizer()
-    path = os.path.join(str(out), "init_model")
-    untied_tiny_qwen2(tok).save_pretrained(path)
-    tok.save_pretrained(path)
-    args = trl_tiny.grpo_config(out, use_cpu=not torch.cuda.is_available(), use_vllm=True, vllm_mode="colocate",
-                                vllm_gpu_memory_utilization=0.1, vllm_max_model_length=64, max_steps=STEPS,
-                                learning_rate=1e-2, per_device_train_batch_size=8, num_generations=4)
-    trainer = GRPOTrainer(model=path, reward_funcs=trl_tiny.digit_reward, args=args,
-                          train_dataset=Dataset.from_dict({"prompt": trl_tiny.PROMPTS}), processing_class=tok)
+    trainer = colocate_trainer(tmp_path_factory.mktemp("vllm_per_completion"), per_device_train_batch_size=8,
+                               num_generations=4)
     adapter = metahp.adapt(trainer, per="completion", updater="uniform", values=GRID)
     cpu_weight_sync(trainer.vllm_generation)
     calls = []
