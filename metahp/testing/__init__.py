@@ -22,14 +22,17 @@ Hypothesis strategies for meta-update inputs live in ``metahp.testing.strategies
 dependency: importing ``metahp.testing`` does not import it).
 """
 
-from metahp.testing.checks import (
+from metahp.testing.adapters import (
     ADAPTER_CHECKS,
-    KNOB_CHECKS,
-    REWARD_CHECKS,
-    UPDATER_CHECKS,
     check_adapter,
     check_adapter_copies,
     check_adapter_state_round_trip,
+    knob_of_copy,
+)
+from metahp.testing.checks import (
+    KNOB_CHECKS,
+    REWARD_CHECKS,
+    UPDATER_CHECKS,
     check_knob,
     check_knob_chunking,
     check_knob_grid,
@@ -56,7 +59,6 @@ from metahp.testing.checks import (
     check_updater_purity,
     check_updater_state,
     check_updater_zero_advantages,
-    knob_of_copy,
 )
 
 __all__ = [
