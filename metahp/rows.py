@@ -96,3 +96,9 @@ def unscorable(columns: torch.Tensor, used_index: int | torch.Tensor | None) -> 
     if isinstance(used_index, torch.Tensor):
         return torch.isneginf(columns.gather(1, used_index.view(-1, 1)).squeeze(1))
     return torch.isneginf(columns[:, used_index])
+
+
+def is_per_row(value) -> bool:
+    """Whether a knob's value is one value per completion (a list, tuple, tensor or array) rather than one number
+    for the batch: the one notion of "a value per row" the knob layer, the adapters and the lab share."""
+    return isinstance(value, list | tuple | torch.Tensor | np.ndarray)

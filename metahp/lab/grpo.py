@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from metahp.errors import ConfigError, StateError
 from metahp.knobs import KNOBS, active_truncations
 from metahp.knobs.temperature import PerRowTemperature
+from metahp.rows import is_per_row
 from metahp.state import (
     check_rng_state,
     fsync_tree,
@@ -188,7 +189,7 @@ class GRPOTrainer:
             knobs.update(self.controller.knobs_for_next_batch(context))
         rows = cfg.prompts_per_step * cfg.num_generations
         for name, value in knobs.items():
-            if _per_row(value) and len(value) != rows:
+            if is_per_row(value) and len(value) != rows:
                 raise ConfigError(f"the controller gave {len(value)} values of {name} for the {rows} completions of a "
                                   f"batch (prompts_per_step x num_generations); give one per completion, or one value.")
         active = active_truncations(knobs)
@@ -227,9 +228,9 @@ class GRPOTrainer:
         truncating = bool(active_truncations(knobs))
         # Every registered knob, as generate takes it (top_k 0 and min_p None switch those off).
         sampling = {name: cls.backend_value(knobs.get(name, cls.off_value)) for name, cls in KNOBS.items()
-                    if not _per_row(knobs.get(name))}
+                    if not is_per_row(knobs.get(name))}
         processors = []
-        if _per_row(knobs.get("temperature")):
+        if is_per_row(knobs.get("temperature")):
             # One temperature per completion: generate samples at T = 1 after this processor, which transformers
             # runs before its truncation warpers (temperature first, as with one value).
             sampling["temperature"] = 1.0
@@ -355,7 +356,7 @@ class GRPOTrainer:
             # groups whose completions all got the same reward: zero advantage, no gradient from them
             "zero_advantage_groups": float((groups.amax(dim=1) == groups.amin(dim=1)).float().mean()),
             "entropy": float(entropy), "loss": loss, "completion_tokens": float(mask.sum(1).float().mean()),
-            **{f"knob/{k}": float(np.mean(v)) if _per_row(v) else v for k, v in rollout.knobs.items()},
+            **{f"knob/{k}": float(np.mean(v)) if is_per_row(v) else v for k, v in rollout.knobs.items()},
             "time/generation": t1 - t0, "time/policy_update": t2 - t1, "time/meta_update": t3 - t2,
             **meta,
         }
@@ -528,15 +529,10 @@ class GRPOTrainer:
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
 
 
-def _per_row(value) -> bool:
-    """Whether a knob's value is one value per completion (a list or tensor) rather than one for the batch."""
-    return isinstance(value, list | tuple | torch.Tensor | np.ndarray)
-
-
 def _temperature_of(knobs: dict, logits: torch.Tensor):
     """The batch's temperature as a divisor of logits [B, L, V]: a number, or [B, 1, 1] for one per completion."""
     t = knobs["temperature"]
-    if not _per_row(t):
+    if not is_per_row(t):
         return t
     return torch.as_tensor(t, dtype=logits.dtype, device=logits.device).view(-1, *([1] * (logits.dim() - 1)))
 
