@@ -227,7 +227,6 @@ def test_per_prompt_and_likelihood_rewards_are_refused_with_what_works(tmp_path)
 @pytest.mark.parametrize("change, words", [
     (lambda t: setattr(t, "use_vllm", True) or setattr(t.args, "vllm_mode", "server"), "'server' mode"),
     (lambda t: setattr(t, "tools", [print]), "tools"),
-    (lambda t: setattr(t.args, "padding_free", True), "padding_free"),
 ])
 def test_trainer_settings_that_cannot_take_values_per_row_are_refused(tmp_path, change, words):
     trainer = trl_tiny.grpo_trainer(tmp_path, **SETTINGS)
@@ -262,12 +261,16 @@ def test_rows_are_scaled_in_float32_on_the_hidden_states_device(tmp_path):
     """A bf16 copy of 0.7 is 0.6992: dividing in the model's dtype would score the row at another temperature."""
     adapter = adapt(trl_tiny.grpo_trainer(tmp_path, **SETTINGS))
     hidden = torch.randn(2, 3, 8).to(torch.bfloat16)
-    adapter._scaling = [torch.tensor([0.7, 1.3]), 0]
-    out = adapter._scale_rows(None, (), (hidden,))
-    want = (hidden.float() / torch.tensor([0.7, 1.3]).view(2, 1, 1)).to(torch.bfloat16)
-    assert out[0].dtype == torch.bfloat16 and torch.equal(out[0], want) and adapter._scaling[1] == 2
-    with pytest.raises(ConfigError, match="more rows than the 2 temperatures"):
-        adapter._scale_rows(None, (), (hidden,))
+    scaler = adapter.row_scaler
+    with scaler.rows(torch.tensor([0.7, 1.3])):
+        out = scaler._scale(None, (), (hidden,))
+        want = (hidden.float() / torch.tensor([0.7, 1.3]).view(2, 1, 1)).to(torch.bfloat16)
+        assert out[0].dtype == torch.bfloat16 and torch.equal(out[0], want)
+        with pytest.raises(ConfigError, match="more rows than the 2 temperatures"):
+            scaler._scale(None, (), (hidden,))
+    with pytest.raises(ConfigError, match="over 0 rows, not 2"):  # a forward that never reached the backbone
+        with scaler.rows(torch.tensor([0.7, 1.3])):
+            pass
 
 
 def test_generation_must_be_one_call_over_all_rows(tmp_path):
