@@ -359,6 +359,19 @@ def check_sampling_settings(configured: dict[str, Any], extra: dict[str, Any], n
                       stacklevel=5)
 
 
+def likelihood_source(likelihoods: str, plain: bool, plain_what: str) -> str:
+    """Where candidates' likelihoods come from: "generate" (captured while transformers' generate samples: no extra
+    forward; ``plain`` says whether the trainer generates that way, ``plain_what`` names it), "forward" (one no-grad
+    forward: any backend) or "auto" (generate where possible)."""
+    if likelihoods not in ("auto", "generate", "forward"):
+        raise ConfigError(f"likelihoods={likelihoods!r}; use 'auto', 'generate' or 'forward'.")
+    if likelihoods == "generate" and not plain:
+        raise ConfigError(f"likelihoods='generate' needs {plain_what}; use likelihoods='forward' or 'auto'.")
+    if likelihoods == "auto":
+        return "generate" if plain else "forward"
+    return likelihoods
+
+
 # -- the likelihood forward of a transformers model ---------------------------------------------------------------
 @torch.no_grad()
 def candidate_logprobs(model, knobs: Sequence, *, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,

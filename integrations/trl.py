@@ -1,31 +1,22 @@
-"""metahp on TRL's GRPOTrainer: ``adapter = metahp.adapt(trainer)`` learns sampling knobs online.
+"""metahp on TRL's GRPOTrainer: ``adapter = metahp.adapt(trainer)`` learns sampling knobs online (docs/trl.md).
 
-Knobs: ``"temperature"`` (default), one truncation knob (``"top_p"``, ``"top_k"``, ``"min_p"``), or the
-temperature and one truncation together (``knob=("temperature", "top_p")``): factored (one meta-policy per knob)
-or ``combine="product"`` (one meta-policy over the product of the grids, refused when it has more candidates
-than the generation batch has completions).
+Knobs: the temperature (default), one truncation (top_p, top_k, min_p), or the temperature with one truncation,
+factored or as a product (``combine="product"``). At every training generation (TRL's
+``_generate_and_score_completions``, wrapped):
 
-At every training generation (TRL's ``_generate_and_score_completions``, wrapped):
+1. before: draw each knob's value and write it to EVERY copy TRL keeps (``trainer.<knob>``, ``generation_config``
+   and ``generation_kwargs`` for transformers, ``vllm_generation`` for vLLM, and for the temperature the value
+   frozen in the fused LM head of the policy and the reference model, so that old, reference and loss log-probs
+   are computed at T); a buffered batch is trained with the values it was sampled with;
+2. TRL generates, scores and computes advantages as usual (no extra generation);
+3. after: the meta-update from that batch (likelihoods captured during generate, or one no-grad forward of the
+   non-zero-advantage rows), gathered across ranks so that all make the same update and the same next draw.
+   Metrics go to TRL's metrics buffer; the state is saved as ``metahp_state.json`` in every checkpoint.
 
-1. before: draw each knob's value and write it to EVERY copy TRL keeps: ``trainer.<knob>``,
-   ``trainer.generation_config`` and ``trainer.generation_kwargs`` (transformers sampling),
-   ``trainer.vllm_generation`` (vLLM sampling), and for the temperature the value TRL 1.16 froze in the fused LM
-   head of the policy and of the reference model (so loss, old and reference log-probs are computed at T). A
-   buffered batch (steps_per_generation > 1, num_iterations > 1) is trained with the values it was sampled with.
-2. TRL generates, scores and computes advantages as usual (no extra generation).
-3. after: the meta-update from that batch. Candidates are scored from the raw logits (captured during
-   ``generate``, or one no-grad forward of the non-zero-advantage rows) with the batch's other sampling settings;
-   likelihoods and advantages are gathered across ranks, so every rank makes the same update and the same next
-   draw. Metrics go to TRL's metrics buffer; the state is saved as ``metahp_state.json`` in every checkpoint-N
-   folder and restored by ``trainer.train(resume_from_checkpoint=...)``.
-
-Evaluation generations use the user's settings (or ``eval_value=``) and make no meta-update.
-
-``per="completion"``: one temperature per completion (each group mixing the grid as the meta-policy says):
-every copy stays at 1; generate gets a per-row logits processor (vLLM colocate: one SamplingParams per prompt);
-the batch carries each row's temperature to the loss's micro-batches; and each of TRL's log-prob forwards scales
-row b's hidden states by 1 / t[b] before the fused head (exact without a head bias or soft-capping, checked at
-attach). The update learns from the rows' advantages (docs/trl.md).
+``per="completion"``: one temperature per completion. Every copy stays at 1; generate gets a per-row logits
+processor (vLLM colocate: one SamplingParams per prompt); the batch carries each row's temperature to the loss;
+TRL's log-prob forwards scale row b's hidden states by 1 / t[b] ahead of the fused head (exact without a head
+bias or soft-capping, checked at attach). Evaluation uses the user's values (or ``eval_value=``).
 
 Every TRL-private name is reached through ``trl_1_16``; the machinery any adapter needs is ``kit``'s.
 
@@ -48,7 +39,7 @@ from metahp.knobset import KnobSet
 
 from . import kit
 from . import trl_1_16 as trl_compat
-from .trl_capture import GenerateCapture, sequence_logprobs
+from .capture import capturing, sequence_logprobs
 
 SUPPORTED_TRL = trl_compat.SUPPORTED_TRL
 STATE_FILE = kit.STATE_FILE
@@ -125,7 +116,10 @@ class TRLAdapter(kit.KitAdapter):
         super().__init__(knobset, {name: _config_value(trainer, name) for name in names}, eval_value)
         self.trainer = trainer
         self.knob_name = names[0] if len(names) == 1 else "+".join(names)
-        self.likelihoods = _check_likelihoods(trainer, likelihoods)
+        self.likelihoods = kit.likelihood_source(likelihoods, plain=not (
+            getattr(trainer, "use_vllm", False) or getattr(trainer, "use_transformers_continuous_batching", False)
+            or getattr(trainer, "tools", None)), plain_what="TRL's plain transformers generation (no vLLM, no "
+                                                             "continuous batching, no tools)")
         self.likelihood_source: str | None = None  # where the last meta-update's likelihoods came from
         self._captured: torch.Tensor | None = None
         self.processes = kit.Processes.of_accelerator(trainer.accelerator)
@@ -142,7 +136,6 @@ class TRLAdapter(kit.KitAdapter):
             self.copies.add("temperature", f"fused_lm_head[{i}].temperature", lambda c=cell: c.cell_contents,
                             lambda v, c=cell: setattr(c, "cell_contents", v))
         self.update_seconds: list[float] = []  # each meta-update's wall time, likelihood capture included
-        self._capture_seconds = 0.0
         self._row_values: torch.Tensor | None = None  # values per completion: the rows TRL is scoring now
         self.row_scaler: kit.RowScaler | None = None
         replacements = {"_generate_and_score_completions": self._generate_and_score_completions,
@@ -212,14 +205,17 @@ class TRLAdapter(kit.KitAdapter):
         if self.per == "completion":
             return self._generate_per_completion(original, inputs)
         self.draw_and_apply(trainer.state.global_step)
-        self._capture_seconds = 0.0
+        self._captured, seconds = None, 0.0
         if self.likelihoods == "generate" and self.knobset.needs_likelihoods:
-            output = self._capturing(original, inputs)
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model_wrapped)
+            with capturing(model, self.scoring_knobs()) as captured:
+                output = original(inputs)
+            self._captured, seconds = captured.per_token, captured.seconds
         else:
             output = original(inputs)
         start = time.perf_counter()
         metrics = self._meta_update(output)
-        self.update_seconds.append(time.perf_counter() - start + self._capture_seconds)
+        self.update_seconds.append(time.perf_counter() - start + seconds)
         trl_compat.log_metrics(trainer, metrics)
         return output
 
@@ -267,26 +263,6 @@ class TRLAdapter(kit.KitAdapter):
             return generate(prompts, sampling_params=params, **kwargs)
 
         return kit.single_call(vllm.llm, "generate", per_request, "TRL's vLLM.generate")
-
-    def _capturing(self, original, inputs):
-        """Run TRL's generation with the knobs' per-token likelihoods captured inside model.generate."""
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model_wrapped)
-        generate, calls, knobs = model.generate, [], self.scoring_knobs()
-        self._captured = None
-
-        def capturing_generate(*args, **kwargs):
-            capture = GenerateCapture(knobs)
-            with capture.hooks(model):
-                sequences = generate(*args, **kwargs)
-            prompt = kwargs.get("input_ids", args[0] if args else None)
-            calls.append(capture.finish(sequences, prompt.size(1)) if isinstance(sequences, torch.Tensor) else None)
-            self._capture_seconds += capture.seconds
-            return sequences
-
-        with kit.replaced(model, "generate", capturing_generate):
-            output = original(inputs)
-        self._captured = calls[0] if len(calls) == 1 else None  # several calls (e.g. tools): use a forward
-        return output
 
     # -- scoring rows at their own values -----------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
@@ -409,19 +385,6 @@ def _check_settings(trainer, names: list[str], likelihoods: bool) -> None:
     if getattr(trainer.args, "repetition_penalty", 1.0) != 1.0:
         extra["repetition_penalty"] = trainer.args.repetition_penalty
     kit.check_sampling_settings(configured, extra, names, likelihoods, "GRPOConfig (and its generation_kwargs)")
-
-
-def _check_likelihoods(trainer, likelihoods: str) -> str:
-    if likelihoods not in ("auto", "generate", "forward"):
-        raise ConfigError(f"likelihoods={likelihoods!r}; use 'auto', 'generate' or 'forward'.")
-    plain = not (getattr(trainer, "use_vllm", False) or getattr(trainer, "use_transformers_continuous_batching", False)
-                 or getattr(trainer, "tools", None))
-    if likelihoods == "generate" and not plain:
-        raise ConfigError("likelihoods='generate' needs TRL's plain transformers generation (no vLLM, no continuous "
-                          "batching, no tools); use likelihoods='forward' or 'auto'.")
-    if likelihoods == "auto":
-        return "generate" if plain else "forward"
-    return likelihoods
 
 
 def _check_trainer(trainer, knob: str) -> None:

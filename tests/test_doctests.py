@@ -58,4 +58,4 @@ def test_expected_failures_name_modules_with_examples():
 
 
 def test_the_public_modules_are_covered():
-    assert {"metahp.policy", "metahp.testing", "metahp.testing.checks", "metahp.integrations.trl"} <= set(MODULES)
+    assert {"metahp.policy", "metahp.testing", "metahp.testing.adapters", "metahp.integrations.trl"} <= set(MODULES)

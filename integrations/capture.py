@@ -9,13 +9,17 @@ knobs' columns side by side) at no extra forward pass and O(B * V) memory (``out
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from metahp.knobs import Knob
 from metahp.knobs.base import CHUNK_ELEMENTS, length_normalised
+
+from .kit import replaced
 
 
 class GenerateCapture:
@@ -114,3 +118,31 @@ def sequence_logprobs(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     per_token = per_token[:, :mask.size(1)]
     total = torch.where(mask.unsqueeze(-1), per_token, torch.zeros_like(per_token)).sum(dim=1)
     return length_normalised(total, mask.sum(dim=1))
+
+
+@dataclass
+class Captured:
+    """What ``capturing`` found: per-token log-likelihoods [B, L, K] of the one generate call (None after zero or
+    several calls, e.g. multi-turn tools: then score with a forward) and the seconds the hooks took."""
+
+    per_token: torch.Tensor | None = None
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def capturing(model, knobs: Sequence[Knob]) -> Iterator[Captured]:
+    """``model.generate`` captures every candidate's per-token likelihood of what it samples, for the duration."""
+    generate, calls, found = model.generate, [], Captured()
+
+    def capturing_generate(*args, **kwargs):
+        capture = GenerateCapture(knobs)
+        with capture.hooks(model):
+            sequences = generate(*args, **kwargs)
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        calls.append(capture.finish(sequences, prompt.size(1)) if isinstance(sequences, torch.Tensor) else None)
+        found.seconds += capture.seconds
+        return sequences
+
+    with replaced(model, "generate", capturing_generate):
+        yield found
+    found.per_token = calls[0] if len(calls) == 1 else None
