@@ -77,14 +77,12 @@ class TRLAdapter(kit.KitAdapter):
                  likelihoods="auto", combine="factored", per="batch", **options):
         trl_compat.check_version()
         if per == "prompt":
-            raise ConfigError("per='prompt' learns from each prompt's past pass rate, which TRL's GRPOTrainer does "
-                              "not keep; values per prompt work with metahp's reference trainer "
-                              "(metahp.lab.grpo.GRPOTrainer). Use per='completion' or per='batch'.")
+            raise ConfigError("per='prompt' learns from each prompt's past pass rate, which TRL's GRPOTrainer does not "
+                              "keep; the reference trainer (metahp.lab.grpo) has it. Use per='completion' or 'batch'.")
         if per == "completion":
             _check_per_completion(trainer)
             if updater == "uniform" and options.get("reward") is None:
-                # The mixture ignores its feedback; informativeness needs no likelihoods and its metrics say how
-                # often each candidate's completions carried the gradient (the ablation's reading).
+                # The mixture ignores feedback; informativeness needs no likelihoods and its metrics are the ablation's
                 options["reward"] = "informativeness"
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
@@ -104,9 +102,8 @@ class TRLAdapter(kit.KitAdapter):
             raise
         if knobset.per == "completion" and knobset.needs_likelihoods:
             raise ConfigError(f"values per completion in TRL learn from advantages alone (reward='informativeness' or "
-                              f"'within_group_advantage', or updater='uniform'), not from "
-                              f"{knobset.policy.reward.name!r}, which needs each completion's likelihood under every "
-                              f"candidate; metahp's reference trainer has that (metahp.lab.grpo.GRPOTrainer).")
+                              f"'within_group_advantage', or updater='uniform'), not {knobset.policy.reward.name!r}, "
+                              f"which needs likelihoods per candidate (the reference trainer, metahp.lab.grpo, has).")
         for name in names:
             _check_trainer(trainer, name)
         _check_settings(trainer, names, knobset.needs_likelihoods)
@@ -115,13 +112,11 @@ class TRLAdapter(kit.KitAdapter):
                               "another one.")
         super().__init__(knobset, {name: _config_value(trainer, name) for name in names}, eval_value)
         self.trainer = trainer
-        self.knob_name = names[0] if len(names) == 1 else "+".join(names)
-        self.likelihoods = kit.likelihood_source(likelihoods, plain=not (
-            getattr(trainer, "use_vllm", False) or getattr(trainer, "use_transformers_continuous_batching", False)
-            or getattr(trainer, "tools", None)), plain_what="TRL's plain transformers generation (no vLLM, no "
-                                                             "continuous batching, no tools)")
+        # likelihoods can be captured inside generate only when TRL samples with transformers' plain generate
+        plain = not any(getattr(trainer, x, 0) for x in ("use_vllm", "tools", "use_transformers_continuous_batching"))
+        self.likelihoods = kit.likelihood_source(likelihoods, plain, "TRL's plain transformers generation (no vLLM, "
+                                                                    "no continuous batching, no tools)")
         self.likelihood_source: str | None = None  # where the last meta-update's likelihoods came from
-        self._captured: torch.Tensor | None = None
         self.processes = kit.Processes.of_accelerator(trainer.accelerator)
         # The log-prob temperature lives in closures of TRL's fused LM head: found once, written per batch.
         cells = trl_compat.fused_temperature_cells(trainer) if "temperature" in names else []
@@ -136,6 +131,7 @@ class TRLAdapter(kit.KitAdapter):
             self.copies.add("temperature", f"fused_lm_head[{i}].temperature", lambda c=cell: c.cell_contents,
                             lambda v, c=cell: setattr(c, "cell_contents", v))
         self.update_seconds: list[float] = []  # each meta-update's wall time, likelihood capture included
+        self._captured: torch.Tensor | None = None  # per-token likelihoods captured in generate
         self._row_values: torch.Tensor | None = None  # values per completion: the rows TRL is scoring now
         self.row_scaler: kit.RowScaler | None = None
         replacements = {"_generate_and_score_completions": self._generate_and_score_completions,
@@ -243,8 +239,7 @@ class TRLAdapter(kit.KitAdapter):
         return output
 
     def _sampling_rows(self, rows: torch.Tensor) -> contextlib.AbstractContextManager:
-        """Generation samples row b at rows[b]: transformers' generate with a per-row logits processor, or vLLM
-        colocate with one SamplingParams per prompt (tensor-parallel rows gathered like TRL's prompts)."""
+        """Row b sampled at rows[b]: a per-row logits processor, or (vLLM colocate) one SamplingParams per prompt."""
         trainer = self.trainer
         vllm = getattr(trainer, "vllm_generation", None) if getattr(trainer, "use_vllm", False) else None
         if vllm is None:
