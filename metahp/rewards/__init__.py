@@ -1,13 +1,50 @@
-"""Rewards: what each batch tells the meta-policy. One file per reward; add one export line below."""
+"""Rewards: what each batch tells the meta-policy. One file per reward plus one ``register_reward`` line.
 
-from metahp.rewards.base import Batch, Reward
+A ``Reward`` subclass registered from outside metahp (a user's module, a test) is built by name like a built-in one
+(``meta_policy(..., reward=name, **its_options)``); ``metahp.testing.check_reward`` checks its behaviour.
+"""
+
+from __future__ import annotations
+
+from metahp.errors import ConfigError
+from metahp.rewards.base import FEEDBACK_KINDS, Batch, Reward
 from metahp.rewards.informativeness import Informativeness
 from metahp.rewards.reward_improvement import RewardImprovement
 from metahp.rewards.trajectory_likelihood import NORMALIZERS, TrajectoryLikelihood
 from metahp.rewards.within_group_advantage import WithinGroupAdvantage
 
-REWARDS: dict[str, type[Reward]] = {cls.name: cls for cls in (TrajectoryLikelihood, RewardImprovement,
-                                                              Informativeness, WithinGroupAdvantage)}
+REWARDS: dict[str, type[Reward]] = {}
 
-__all__ = ["NORMALIZERS", "REWARDS", "Batch", "Informativeness", "Reward", "RewardImprovement",
-           "TrajectoryLikelihood", "WithinGroupAdvantage"]
+
+def register_reward(cls: type[Reward]) -> type[Reward]:
+    """Add a reward class to ``REWARDS`` after checking what ``meta_policy`` relies on (usable as a decorator).
+
+    The class must set ``name`` (an identifier, how ``reward=`` and saved states name it) and ``kind`` (one of
+    ``FEEDBACK_KINDS``), and build with its default options (``cls()``)."""
+    if not (isinstance(cls, type) and issubclass(cls, Reward)):
+        raise ConfigError(f"register_reward takes a metahp.rewards.Reward subclass, got {cls!r:.80}.")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"{cls.__name__}.name must be an identifier such as 'informativeness' (it is how "
+                          f"reward=... and saved states name it), got {name!r}.")
+    kind = getattr(cls, "kind", None)
+    if kind not in FEEDBACK_KINDS:
+        raise ConfigError(f"{cls.__name__}.kind must be one of {FEEDBACK_KINDS} (a score per candidate, or one for "
+                          f"the value used), got {kind!r}.")
+    if name in REWARDS and REWARDS[name] is not cls:
+        raise ConfigError(f"a reward named {name!r} is registered already ({REWARDS[name].__name__}); pick another "
+                          f"name.")
+    try:
+        cls()
+    except Exception as err:  # any failure: the registry builds it by name with no options
+        raise ConfigError(f"register_reward({cls.__name__}): it must build with its default options, but "
+                          f"{cls.__name__}() raised {type(err).__name__}: {err}") from None
+    REWARDS[name] = cls
+    return cls
+
+
+for _cls in (TrajectoryLikelihood, RewardImprovement, Informativeness, WithinGroupAdvantage):
+    register_reward(_cls)
+
+__all__ = ["FEEDBACK_KINDS", "NORMALIZERS", "REWARDS", "Batch", "Informativeness", "Reward", "RewardImprovement",
+           "TrajectoryLikelihood", "WithinGroupAdvantage", "register_reward"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 
 from metahp.state import require_finite, require_keys
 
 FeedbackKind = Literal["per_candidate", "chosen"]
+FEEDBACK_KINDS: tuple[str, ...] = get_args(FeedbackKind)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,27 @@
-"""Updaters: how the meta-policy's distribution moves. One file per updater; add one export line below.
+"""Updaters: how the meta-policy's distribution moves. One file per updater plus one ``register_updater`` line.
 
-Each factory validates its hyperparameters (pydantic) and returns an ``Updater`` of pure functions.
+Each factory validates its hyperparameters (pydantic) and returns an ``Updater`` of pure functions. A factory
+registered from outside metahp (a user's module, a test) is built by name like a built-in one:
+
+>>> import numpy as np
+>>> from metahp.updaters import Updater, register_updater
+>>> def fixed_uniform() -> Updater:
+...     return Updater("fixed_uniform", "chosen", "sample", lambda values: {"n": np.zeros(len(values))},
+...                    lambda state, feedback: state, lambda state: np.full(len(state["n"]), 1 / len(state["n"])))
+>>> _ = register_updater(fixed_uniform)
+>>> import metahp
+>>> metahp.meta_policy("temperature", "fixed_uniform").probs[:2]
+array([0.1, 0.1])
+>>> del UPDATERS["fixed_uniform"]
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from metahp.errors import ConfigError
+from metahp.rewards.base import FEEDBACK_KINDS
+from metahp.selection import SELECTIONS
 from metahp.updaters.base import Feedback, State, Updater
 from metahp.updaters.constant import constant
 from metahp.updaters.exp3 import exp3
@@ -12,6 +31,47 @@ from metahp.updaters.tampo import tampo
 from metahp.updaters.thompson import thompson
 from metahp.updaters.uniform import uniform
 
-UPDATERS = {f.__name__: f for f in (tampo, softmax_gradient, exp3, sliding_window_ucb, thompson, constant, uniform)}
+UPDATERS: dict[str, Callable[..., Updater]] = {}
 
-__all__ = ["UPDATERS", "Feedback", "State", "Updater", *UPDATERS]
+
+def register_updater(factory: Callable[..., Updater]) -> Callable[..., Updater]:
+    """Add an updater factory to ``UPDATERS`` after checking what ``meta_policy`` relies on (usable as a decorator).
+
+    The factory must build an ``Updater`` with its default hyperparameters (``factory()``); it is registered under
+    that Updater's ``name``, the name states record, and ``meta_policy(updater=name, **hyperparameters)`` calls it.
+    ``metahp.testing.check_updater(factory())`` checks its behaviour (learning, purity, round trips)."""
+    if isinstance(factory, Updater) or not callable(factory):
+        raise ConfigError(f"register_updater takes a factory (a function returning an Updater, e.g. "
+                          f"metahp.updaters.tampo), got {factory!r:.80}.")
+    who = getattr(factory, "__name__", repr(factory))
+    try:
+        updater = factory()
+    except Exception as err:  # any failure: the registry builds it by name with no options
+        raise ConfigError(f"register_updater({who}): the factory must build an Updater with its default "
+                          f"hyperparameters, but {who}() raised {type(err).__name__}: {err}") from None
+    if not isinstance(updater, Updater):
+        raise ConfigError(f"register_updater({who}): {who}() returned a {type(updater).__name__}, not a "
+                          f"metahp.updaters.Updater.")
+    name = updater.name
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"register_updater({who}): the Updater's name must be an identifier such as 'tampo' (it "
+                          f"is how meta_policy(updater=...) and saved states name it), got {name!r}.")
+    if updater.feedback not in FEEDBACK_KINDS:
+        raise ConfigError(f"register_updater({who}): feedback must be one of {FEEDBACK_KINDS} (see "
+                          f"metahp.rewards.base), got {updater.feedback!r}.")
+    if updater.selection not in SELECTIONS:
+        raise ConfigError(f"register_updater({who}): selection must be one of {sorted(SELECTIONS)}, got "
+                          f"{updater.selection!r}.")
+    if not all(callable(f) for f in (updater.init, updater.update, updater.probs)):
+        raise ConfigError(f"register_updater({who}): init, update and probs must be functions.")
+    if name in UPDATERS and UPDATERS[name] is not factory:
+        raise ConfigError(f"an updater named {name!r} is registered already ({UPDATERS[name].__name__}); pick "
+                          f"another name.")
+    UPDATERS[name] = factory
+    return factory
+
+
+for _factory in (tampo, softmax_gradient, exp3, sliding_window_ucb, thompson, constant, uniform):
+    register_updater(_factory)
+
+__all__ = ["UPDATERS", "Feedback", "State", "Updater", "register_updater", *UPDATERS]
