@@ -151,6 +151,7 @@ class KitAdapter:
         self.copies = Copies()
         self.processes = Processes()
         self._current = {name: self.to_backend(name, v) for name, v in current.items()}  # training values now
+        self._configured = dict(self._current)  # the user's values: what detach() gives back
         self._eval = dict(self._current)  # the values evaluation generations use
         if eval_value is not None:
             names = list(self.knob_names)
@@ -213,17 +214,22 @@ class KitAdapter:
         """Every copy's current value, for checks: all copies of one knob must be equal."""
         return self.copies.read()
 
-    def draw_and_apply(self, step: int, rows: int | None = None) -> dict[str, Any]:
-        """Draw the next values (``rows``: the batch's completions, with values per row), check that every rank
-        drew the same, write them to every copy and record them in the history; returns {name: value(s)}."""
-        drawn = self.knobset.draw(agree=self.processes.agree, rows=rows)
+    def detach(self) -> None:
+        """Give every copy back the user's configured value (a subclass also unhooks its trainer)."""
+        self.apply(self._configured)
+
+    def draw_and_apply(self, step: int, rows: int | None = None, contexts=None) -> dict[str, Any]:
+        """Draw the next values (``rows``: the batch's completions, used with values per row; ``contexts``: each
+        prompt's context, with values per prompt), check that every rank drew the same, write them to every copy and
+        record them in the history; returns {name: value(s)}."""
+        drawn = self.knobset.draw(agree=self.processes.agree, rows=rows, contexts=contexts)
         if rows is None or self.per == "batch":
             self._current = {name: self.to_backend(name, v) for name, v in drawn.items()}
             self.history.append({"step": step, "value": self.value})
         else:
             name, values = next(iter(drawn.items()))
             self._current = {name: [float(v) for v in values]}
-            grid = self.policy.knob.values
+            grid = next(iter(self.policies.values())).knob.values  # per prompt: one policy per context, one grid
             self.history.append({"step": step, "value": sum(self._current[name]) / len(values),
                                  "rows": {f"{g:g}": sum(1 for v in values if abs(v - g) <= 1e-9 * max(1.0, abs(g)))
                                           for g in grid}})
@@ -241,7 +247,8 @@ class KitAdapter:
         """Restore ``state_dict()`` output, all or nothing: policies, the values applied (written to every copy
         again) and the history; a malformed state raises a StateError and leaves the adapter as it was."""
         current, history = self._check_state(state)
-        policies = {"policies": state["policies"]} if "policies" in state else state["policy"]
+        # one policy's state nested under "policy"; several spread as the knob layer writes them ("per", "policies")
+        policies = {k: state[k] for k in ("per", "policies") if k in state} if "policies" in state else state["policy"]
         self.knobset.load_state_dict(policies)
         self._current, self.history = current, history
         self.apply(self._current)
@@ -275,8 +282,9 @@ class KitAdapter:
             raise StateError(f"format {state['format']!r} is not {STATE_FORMAT!r}: the state was written by another "
                              f"metahp version.")
         several = "policies" in state
-        expected = {"policies" if several else "policy", "value", "history"} | ({"format"} if "format" in state
-                                                                               else set())
+        expected = {"policies" if several else "policy", "value", "history"} | ({"format"} & set(state))
+        if several:
+            expected |= {"per"} & set(state)  # values per prompt: one policy per context
         require_keys(state, expected, "state")
         saved = state["policies"] if several else {"(one knob)": None}
         if several and not isinstance(saved, dict):

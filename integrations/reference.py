@@ -1,9 +1,8 @@
 """Adapter for metahp's own reference GRPO trainer (metahp.lab.grpo.GRPOTrainer).
 
-The trainer asks for the knobs of each generation batch and hands back the batch, whose raw sampling logits are
-already at hand: the meta-update costs no extra forward pass. Everything else (building the meta-policies,
-scoring one knob given the batch's other settings, which rows count, metrics, state) is the knob layer's,
-metahp.knobset.KnobSet.
+The trainer asks for the knobs of each generation batch (``knobs_for_next_batch``) and hands back the batch, whose
+raw sampling logits are already at hand: the meta-update costs no extra forward pass. Values, history and the state
+envelope are the kit's (``kit.KitAdapter``); drawing, scoring and updating are the knob layer's (``KnobSet``).
 """
 
 from __future__ import annotations
@@ -12,7 +11,11 @@ from typing import Any
 
 from metahp.knobs import KNOBS
 from metahp.knobset import KnobSet
-from metahp.policy import MetaPolicy
+
+from . import kit
+
+# The adapter options (metahp.config) this adapter honours.
+ADAPTER_OPTIONS = ("context",)
 
 
 def supports(trainer) -> bool:
@@ -21,39 +24,34 @@ def supports(trainer) -> bool:
     return isinstance(trainer, GRPOTrainer)
 
 
-class ReferenceAdapter:
+class ReferenceAdapter(kit.KitAdapter):
     """A KnobSet wired to a GRPOTrainer. ``.policy`` (one knob) or ``.policies[name]``; ``.value`` is the value(s)
-    drawn for the latest batch; ``.knobset`` is the knob layer."""
+    drawn for the latest batch (the configured value before the first); ``.knobset`` is the knob layer."""
+
+    who = "reference adapter"
 
     def __init__(self, trainer, knobset: KnobSet):
-        self.trainer, self.knobset = trainer, knobset
-        self._drawn: dict[str, Any] = {}
-
-    @property
-    def policies(self) -> dict[str, MetaPolicy]:
-        return self.knobset.policies
-
-    @property
-    def policy(self) -> MetaPolicy:
-        return self.knobset.policy
-
-    @property
-    def value(self):
-        """The latest batch's value (a dict {name: value} with several knobs; None before the first batch)."""
-        values = {name: self._drawn.get(name) for name in self.knobset.knobs}
-        return next(iter(values.values())) if len(values) == 1 else values
+        config = trainer.config
+        super().__init__(knobset, {name: getattr(config, name, KNOBS[name].off_value) for name in knobset.knobs})
+        self.trainer = trainer
+        for name in self.knob_names:  # its one copy: what the latest batch sampled with and its loss replays
+            self.copies.add(name, f"trainer.last_knobs.{name}", lambda n=name: trainer.last_knobs.get(n, None),
+                            lambda v: None)  # written by the trainer from knobs_for_next_batch's answer
 
     def applied_values(self) -> dict[str, Any]:
-        """The one copy the trainer keeps of each adapted knob: the settings its latest batch sampled with, which
-        its loss replays (Rollout.knobs)."""
-        return {f"trainer.last_knobs.{name}": self.trainer.last_knobs.get(name) for name in self.knobset.knobs}
+        """The trainer's copy of each adapted knob (none before its first batch)."""
+        return self.copies.read() if self.trainer.last_knobs else {}
+
+    def detach(self) -> None:
+        """The trainer goes back to its configured knobs (its next batch samples without metahp)."""
+        self.trainer.controller = None
+        super().detach()
 
     # -- the trainer's hooks (metahp.lab.grpo.KnobController) --------------------------------------------------
     def knobs_for_next_batch(self, context=None) -> dict[str, Any]:
         config = self.trainer.config
-        self._drawn = self.knobset.draw(rows=config.prompts_per_step * config.num_generations,
-                                        contexts=None if context is None else context.pass_rates)
-        return dict(self._drawn)
+        return self.draw_and_apply(self.trainer.step, rows=config.prompts_per_step * config.num_generations,
+                                   contexts=None if context is None else context.pass_rates)
 
     def after_batch(self, rollout) -> dict[str, float]:
         return self.knobset.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
@@ -61,11 +59,12 @@ class ReferenceAdapter:
                                                used=rollout.knobs,
                                                contexts=None if rollout.context is None else rollout.context.pass_rates)
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.knobset.state_dict()
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.knobset.load_state_dict(state)
+        """The kit's envelope; a bare knob-set state (checkpoints written before the envelope) loads as before."""
+        if isinstance(state, dict) and "value" not in state and "history" not in state:
+            self.knobset.load_state_dict(state)
+            return
+        super().load_state_dict(state)
 
 
 def attach(trainer, *, knob, updater, values, seed, combine="factored", per="batch", **options) -> ReferenceAdapter:

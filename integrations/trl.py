@@ -181,14 +181,13 @@ class TRLAdapter(kit.KitAdapter):
         return self.knobset.scoring_knobs(self._used_values())
 
     def detach(self) -> None:
-        """Undo ``attach``: TRL's own methods come back; the knobs keep their current values (values per
-        completion: the copies go back to the user's value). Detach between generations: a batch already
-        buffered was scored at its rows' values and would be trained without them."""
+        """Undo ``attach``: TRL's own methods come back and every copy the user's value. Detach between
+        generations: a batch already buffered was scored at its rows' values and would be trained without them."""
         self._wrapped.restore()
         if self.row_scaler is not None:
             self.row_scaler.remove()
             self.row_scaler = None
-            self.apply(self._eval)
+        super().detach()
         self.trainer._metahp_adapter = None
 
     # -- generation ---------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_ctrl_c_leaves_a_usable_checkpoint_and_metrics(tmp_path, monkeypatch):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[-1])["step"] == 2
     state = json.loads((tmp_path / "checkpoint" / "metahp_state.json").read_text())
-    assert state["step"] == 2
+    assert state["policy"]["step"] == 2 and state["history"][-1]["step"] == 1  # drawn before step 2 ran
     again = trainer(seed=4)
     metahp.adapt(again)
     again.load_checkpoint(tmp_path / "checkpoint")

@@ -134,7 +134,7 @@ def test_product_grid_over_temperature_and_top_p():
     before = adapter.policy.probs
     t.controller.after_batch(rollout)
     assert not torch.allclose(torch.tensor(before), torch.tensor(adapter.policy.probs))
-    state = adapter.state_dict()
+    state = adapter.state_dict()["policy"]  # the envelope holds the one policy's state
     import json
 
     clone = metahp.meta_policy(ProductKnob(Temperature([0.7, 1.0]), TopP([0.8, 1.0])), "softmax_gradient", lr=20.0)

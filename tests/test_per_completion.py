@@ -130,7 +130,7 @@ def test_per_completion_training_runs_logs_and_resumes_exactly(tmp_path, reward)
     first = per_row_trainer(seed=2)
     attach(first)
     first.train(3, output_dir=tmp_path, progress=False)
-    assert json.loads((tmp_path / "checkpoint" / "metahp_state.json").read_text())["per"] == "completion"
+    assert json.loads((tmp_path / "checkpoint" / "metahp_state.json").read_text())["policy"]["per"] == "completion"
     resumed = per_row_trainer(seed=2)
     adapter = attach(resumed)
     resumed.load_checkpoint(tmp_path / "checkpoint")

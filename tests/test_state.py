@@ -246,7 +246,7 @@ def test_reference_crash_while_saving_keeps_the_previous_checkpoint_whole(tmp_pa
     monkeypatch.setattr(grpo, "write_json_atomic", real)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "metrics.jsonl"]  # no staging left
     assert json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["step"] == 1
-    assert json.loads((tmp_path / "checkpoint" / "metahp_state.json").read_text())["step"] == 1
+    assert json.loads((tmp_path / "checkpoint" / "metahp_state.json").read_text())["policy"]["step"] == 1
 
 
 # -- the TRL adapter's state file -----------------------------------------------------------------------------

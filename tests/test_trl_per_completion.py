@@ -245,7 +245,7 @@ def test_a_head_with_a_bias_is_refused(tmp_path):
 
 
 def test_detach_removes_the_row_scaling_and_gives_the_copies_the_users_value(tmp_path):
-    trainer = trl_tiny.grpo_trainer(tmp_path, **SETTINGS)
+    trainer = trl_tiny.grpo_trainer(tmp_path, temperature=0.9, **SETTINGS)
     adapter = adapt(trainer, eval_value=0.7)
     backbone = trainer.model.base_model
     assert len(backbone._forward_hooks) == 1
@@ -254,7 +254,7 @@ def test_detach_removes_the_row_scaling_and_gives_the_copies_the_users_value(tmp
     assert set(adapter.applied_values().values()) == {1.0}
     adapter.detach()
     assert len(backbone._forward_hooks) == 0 and "_compute_loss" not in trainer.__dict__
-    assert set(adapter.applied_values().values()) == {0.7}
+    assert set(adapter.applied_values().values()) == {0.9}  # the configured value, not 1 and not eval_value
 
 
 def test_rows_are_scaled_in_float32_on_the_hidden_states_device(tmp_path):
