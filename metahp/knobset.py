@@ -40,6 +40,7 @@ from metahp.policy import MetaPolicy, check_seed, meta_policy
 from metahp.rows import advantages_of, as_real_array, as_tensor, informative, score_informative_rows, unscorable
 from metahp.several_knobs import check_knob_names, name_metrics
 from metahp.state import load_policies, require_keys
+from metahp.updaters import Updater
 
 COMBINES = ("factored", "product")
 PER = ("batch", "completion", "prompt")
@@ -59,7 +60,8 @@ class KnobSet:
     """The meta-policies over ``knob`` (a name, a Knob, or a sequence of them) for one trainer.
 
     Args:
-        knob, updater, values, options: as ``metahp.meta_policy`` (with several knobs, grids go in Knob instances).
+        knob, updater, values, options: as ``metahp.meta_policy`` (with several knobs, grids go in Knob instances;
+            an Updater or Reward instance is shared by every policy built here: each keeps its own state).
         seed: the first policy's seed; the next knob's is seed + 1, ... (None: unseeded).
         combine: "factored" or "product" (several knobs only).
         supported: the knob names this trainer can sample with (default: every registered knob).
@@ -77,8 +79,8 @@ class KnobSet:
     ['temperature', 'top_p']
     """
 
-    def __init__(self, knob: str | Knob | Sequence[str | Knob] = "temperature", updater: str = "exp3", values=None,
-                 seed: int | None = 0, *, combine: str = "factored", supported: Sequence[str] | None = None,
+    def __init__(self, knob: str | Knob | Sequence[str | Knob] = "temperature", updater: str | Updater = "exp3",
+                 values=None, seed: int | None = 0, *, combine: str = "factored", supported: Sequence[str] | None = None,
                  who: str = "this trainer", batch_size: int | None = None, batch_what: str = "a batch",
                  per: str = "batch", group_size: int | None = None, **options):
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)

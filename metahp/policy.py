@@ -20,7 +20,7 @@ from metahp.rewards import REWARDS, Batch, Reward
 from metahp.rows import advantages_of, as_real_array, informative, score_informative_rows
 from metahp.selection import SELECTIONS, selection_options, stratified_counts
 from metahp.state import check_rng_state, require_int, require_keys
-from metahp.updaters import UPDATERS, Feedback, Updater
+from metahp.updaters import UPDATERS, Feedback, Updater, check_updater_fields
 
 STATE_FORMAT = "metahp.GridMetaPolicy/1"
 DEFAULT_REWARD = {"per_candidate": "trajectory_likelihood", "chosen": "reward_improvement"}
@@ -353,33 +353,97 @@ def check_seed(seed):
     return int(seed)
 
 
-def meta_policy(knob: str | Knob = "temperature", updater: str = "tampo", values=None, seed: int | None = 0,
-                *, reward: str | None = None, selection: str | None = None, **options) -> GridMetaPolicy:
-    """Build a meta-policy by name. The default updater here is ``tampo`` (the paper's rule, exactly);
-    ``metahp.adapt`` on a trainer defaults to ``exp3`` instead, the rule the benchmarks favour (docs/benchmarks.md).
+def meta_policy(knob: str | Knob = "temperature", updater: str | Updater = "tampo", values=None,
+                seed: int | None = 0, *, reward: str | Reward | None = None, selection: str | None = None,
+                **options) -> GridMetaPolicy:
+    """Build a meta-policy by name or from instances. The default updater here is ``tampo`` (the paper's rule,
+    exactly); ``metahp.adapt`` on a trainer defaults to ``metahp.config.DEFAULT_UPDATER`` instead, the rule the
+    benchmarks favour (docs/benchmarks.md).
 
     >>> policy = meta_policy("temperature", "tampo", seed=0)   # TAMPO exactly: grid 0.6..1.5, alpha 0.05
     >>> policy.values[:3], policy.probs[:3]
     ((0.6, 0.7, 0.8), array([0.1, 0.1, 0.1]))
 
+    ``updater``: a registered updater's name (``UPDATERS``) or an ``Updater`` (``metahp.updaters.tampo(alpha=0.1)``);
+    ``reward``: a registered reward's name (``REWARDS``), a ``Reward`` instance, or None for the updater's default.
     ``options`` go to whichever component declares them: the updater (e.g. alpha, lr, gamma, window), the
-    reward (normalizer, baseline_alpha) or the selection (nucleus_p). Unknown names list the valid ones.
+    reward (normalizer, baseline_alpha) or the selection (nucleus_p, only under selection="nucleus"). Unknown
+    names list the valid ones; a component given as an instance takes its options in its own constructor.
     """
     knob_obj = make_knob(knob, values)
-    if updater not in UPDATERS:
-        raise ConfigError(f"unknown updater {updater!r}; valid updaters: {sorted(UPDATERS)}.")
-    factory = UPDATERS[updater]
-    updater_obj = _options.build(f"updater {updater!r}", factory,
-                                 {k: v for k, v in options.items() if k in _options.accepted(factory)})
-    rest = {k: v for k, v in options.items() if k not in _options.accepted(factory)}
-    reward_name = reward or DEFAULT_REWARD[updater_obj.feedback]
-    if reward_name not in REWARDS:
-        raise ConfigError(f"unknown reward {reward_name!r}; valid rewards: {sorted(REWARDS)}.")
-    routed = _options.route(rest, {"reward": REWARDS[reward_name], "selection": selection_options,
-                                   f"updater {updater!r}": factory})
-    reward_obj = _options.build(f"reward {reward_name!r}", REWARDS[reward_name], routed["reward"])
-    sel = _options.build("selection", selection_options, routed["selection"])
+    updater_obj, options, takers = _updater(updater, options)
+    reward_obj, options, reward_takers = _reward(reward, updater_obj, options)
+    why = "as asked" if selection else f"the default of updater {updater_obj.name!r}"
+    selection = selection or updater_obj.selection
+    if selection not in SELECTIONS:
+        raise ConfigError(f"unknown selection {selection!r}; valid selections: {sorted(SELECTIONS)}.")
+    if selection != "nucleus" and "nucleus_p" in options:  # it would be stored and never read
+        raise ConfigError(f"nucleus_p={options['nucleus_p']!r} does nothing here: only selection='nucleus' reads it, "
+                          f"and this policy draws with selection={selection!r} ({why}). Pass selection='nucleus' "
+                          f"with it to draw from the nucleus, or leave nucleus_p out.")
+    selection_takers = {"selection": selection_options} if selection == "nucleus" else {}
+    routed = _options.route(options, {**reward_takers, **selection_takers, **takers})
+    if reward_obj is None:
+        name = reward or DEFAULT_REWARD[updater_obj.feedback]
+        reward_obj = _options.build(f"reward {name!r}", REWARDS[name], routed["reward"])
+    sel = _options.build("selection", selection_options, routed.get("selection", {}))
     # Instantiating the updater's state now surfaces grid problems (e.g. constant's value not in the grid).
     updater_obj.init(knob_obj.values)
-    return GridMetaPolicy(knob_obj, updater_obj, reward_obj, selection or updater_obj.selection, seed,
-                          nucleus_p=sel["nucleus_p"])
+    return GridMetaPolicy(knob_obj, updater_obj, reward_obj, selection, seed, nucleus_p=sel["nucleus_p"])
+
+
+def _updater(updater, options: dict) -> tuple[Updater, dict, dict]:
+    """The Updater, the options left for the other components, and {label: factory} of what took options here
+    (for the unknown-option error's list)."""
+    if isinstance(updater, Updater):
+        check_updater_fields(updater, f"updater {updater.name!r}")
+        factory = UPDATERS.get(updater.name)
+        own = set(updater.options) | set(_options.accepted(factory) if factory is not None else ())
+        where = f"metahp.updaters.{updater.name}" if factory is not None else updater.name
+        _refuse_instance_options("updater", updater.name, own, options, lambda key, value: f"updater={where}("
+                                 f"{key}={value!r})")
+        return updater, options, {}
+    if isinstance(updater, str):
+        if updater not in UPDATERS:
+            raise ConfigError(f"unknown updater {updater!r}; valid updaters: {sorted(UPDATERS)} (or an Updater, e.g. "
+                              f"metahp.updaters.tampo(alpha=0.1); metahp.register_updater adds your own).")
+        factory = UPDATERS[updater]
+        mine = _options.accepted(factory)
+        built = _options.build(f"updater {updater!r}", factory, {k: v for k, v in options.items() if k in mine})
+        return built, {k: v for k, v in options.items() if k not in mine}, {f"updater {updater!r}": factory}
+    named = [name for name, f in UPDATERS.items() if f is updater]
+    hint = (f"; it is the factory of {named[0]!r}: pass its name (updater={named[0]!r}) or call it "
+            f"(updater={named[0]}(...))" if named else
+            "; a factory is called (updater=factory(...)) or registered (metahp.register_updater)" if callable(updater)
+            else "")
+    raise ConfigError(f"unknown updater {updater!r:.80}: neither a registered updater's name {sorted(UPDATERS)} nor "
+                      f"an Updater (e.g. metahp.updaters.tampo(alpha=0.1)){hint}.")
+
+
+def _reward(reward, updater: Updater, options: dict) -> tuple[Reward | None, dict, dict]:
+    """The Reward when given as an instance (else None: built once the options are routed), the options left, and
+    {"reward": class} when it takes options here."""
+    if isinstance(reward, Reward):
+        own = set(reward.options) | set(_options.accepted(type(reward)))
+        cls = type(reward).__name__
+        _refuse_instance_options("reward", reward.name, own, options, lambda key, value: f"reward={cls}("
+                                 f"{key}={value!r})")
+        return reward, options, {}
+    if reward is None or isinstance(reward, str):
+        name = reward or DEFAULT_REWARD[updater.feedback]
+        if name not in REWARDS:
+            raise ConfigError(f"unknown reward {name!r}; valid rewards: {sorted(REWARDS)} (or a Reward instance; "
+                              f"metahp.register_reward adds your own).")
+        return None, options, {"reward": REWARDS[name]}
+    hint = (f"; it is a class: pass an instance (reward={reward.__name__}(...)) or its name (reward={reward.name!r})"
+            if isinstance(reward, type) and issubclass(reward, Reward) and hasattr(reward, "name") else "")
+    raise ConfigError(f"unknown reward {reward!r:.80}: neither a registered reward's name {sorted(REWARDS)}, a "
+                      f"Reward instance, nor None (the updater's default){hint}.")
+
+
+def _refuse_instance_options(what: str, name: str, own: set[str], options: dict, example) -> None:
+    """A component passed as an instance was built already: its options beside it would be silently ignored."""
+    for key, value in options.items():
+        if key in own:
+            raise ConfigError(f"{key}={value!r} is an option of the {what} {name!r}, which is passed as an instance: "
+                              f"set it where the instance is built ({example(key, value)}), not beside it.")

@@ -122,3 +122,87 @@ def test_register_reward_refuses_an_incomplete_or_clashing_reward(registered):
             register_reward(cls)
     assert set(REWARDS) == {"trajectory_likelihood", "reward_improvement", "informativeness",
                             "within_group_advantage", "mean_reward"}
+
+
+# -- updaters and rewards as instances ------------------------------------------------------------------------
+def _run(policy, steps=5):
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(steps):
+        draws.append(policy.sample())
+        logp = -rng.random((6, len(policy.values)))
+        policy.update(logp, rng.standard_normal(6), reward=float(rng.random()))
+    return draws, policy.state_dict()
+
+
+def test_an_updater_and_a_reward_instance_give_the_policy_their_names_give():
+    from metahp.rewards import TrajectoryLikelihood
+    from metahp.updaters import tampo
+
+    by_name = metahp.meta_policy("temperature", "tampo", alpha=0.2, reward="trajectory_likelihood",
+                                 normalizer="softmax", nucleus_p=0.9, seed=4)
+    by_instance = metahp.meta_policy("temperature", tampo(alpha=0.2), reward=TrajectoryLikelihood("softmax"),
+                                     nucleus_p=0.9, seed=4)
+    assert _run(by_name) == _run(by_instance)
+    bandit = metahp.meta_policy("temperature", metahp.updaters.exp3(gamma=0.2), seed=1)  # its default reward
+    assert bandit.reward.name == "reward_improvement" and bandit.selection == "sample"
+
+
+def test_options_beside_an_instance_are_refused_where_they_would_be_ignored():
+    from metahp.rewards import TrajectoryLikelihood
+    from metahp.updaters import tampo
+
+    with pytest.raises(ConfigError, match=r"alpha=0.2 is an option of the updater 'tampo'.*tampo\(alpha=0.2\)"):
+        metahp.meta_policy("temperature", tampo(alpha=0.1), alpha=0.2)
+    with pytest.raises(ConfigError, match=r"normalizer='argmax'.*TrajectoryLikelihood\(normalizer='argmax'\)"):
+        metahp.meta_policy("temperature", "tampo", reward=TrajectoryLikelihood(), normalizer="argmax")
+    # the other components still take theirs
+    policy = metahp.meta_policy("temperature", tampo(), reward=TrajectoryLikelihood(), nucleus_p=0.5)
+    assert policy.nucleus_p == 0.5
+
+
+@pytest.mark.parametrize("updater, reward, words", [
+    (5, None, ["unknown updater 5", "'tampo'", "Updater"]),
+    (metahp.updaters.tampo, None, ["factory of 'tampo'", "updater='tampo'"]),
+    (lambda: None, None, ["register_updater"]),
+    ("tampo", metahp.rewards.Informativeness, ["it is a class", "reward='informativeness'"]),
+    ("tampo", 1.5, ["unknown reward 1.5", "'informativeness'", "Reward instance"]),
+    ("tampo", "informative", ["unknown reward 'informative'", "'informativeness'"]),
+])
+def test_anything_else_is_refused_naming_what_is_valid(updater, reward, words):
+    with pytest.raises(ConfigError) as info:
+        metahp.meta_policy("temperature", updater, reward=reward)
+    assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_a_knob_set_shares_the_instances_but_each_policy_keeps_its_own_state():
+    from metahp.knobset import KnobSet
+    from metahp.rewards import Informativeness
+    from metahp.updaters import softmax_gradient
+
+    updater, reward = softmax_gradient(lr=5.0), Informativeness()
+    ks = KnobSet("temperature", updater, [0.6, 1.0], 0, per="prompt", group_size=2, reward=reward)
+    named = KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2, lr=5.0,
+                    reward="informativeness")
+    assert all(p.updater is updater and p.reward is reward for p in ks.policies.values())
+    for knobs in (ks, named):
+        knobs.draw(rows=4, contexts=[None, None])
+        # two unseen prompts' groups, one at each value: the informative one's value gains
+        knobs.update(advantages=[1.0, -1.0, 0.0, 0.0], used={"temperature": [0.6, 0.6, 1.0, 1.0]},
+                     contexts=[None, None])
+    assert ks.state_dict() == named.state_dict()
+    probs = {bucket: p.probs.tolist() for bucket, p in ks.policies.items()}
+    assert probs["none_correct"] == probs["all_correct"] == [0.5, 0.5]  # no group of theirs: unchanged
+    assert probs["unseen"][0] > 0.5
+
+
+# -- options that would do nothing ----------------------------------------------------------------------------
+def test_nucleus_p_is_refused_unless_the_selection_reads_it():
+    with pytest.raises(ConfigError, match=r"selection='sample' \(the default of updater 'exp3'\).*selection='nucleus'"):
+        metahp.meta_policy("temperature", "exp3", nucleus_p=0.9)
+    with pytest.raises(ConfigError, match=r"selection='greedy' \(as asked\)"):
+        metahp.meta_policy("temperature", "tampo", selection="greedy", nucleus_p=0.9)
+    assert metahp.meta_policy("temperature", "exp3", selection="nucleus", nucleus_p=0.9).nucleus_p == 0.9
+    with pytest.raises(ConfigError) as info:  # the unknown-option error no longer offers it
+        metahp.meta_policy("temperature", "exp3", nucleusp=0.9)
+    assert "nucleus_p" not in str(info.value) and "gamma" in str(info.value)

@@ -52,18 +52,8 @@ def register_updater(factory: Callable[..., Updater]) -> Callable[..., Updater]:
     if not isinstance(updater, Updater):
         raise ConfigError(f"register_updater({who}): {who}() returned a {type(updater).__name__}, not a "
                           f"metahp.updaters.Updater.")
+    check_updater_fields(updater, f"register_updater({who})")
     name = updater.name
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ConfigError(f"register_updater({who}): the Updater's name must be an identifier such as 'tampo' (it "
-                          f"is how meta_policy(updater=...) and saved states name it), got {name!r}.")
-    if updater.feedback not in FEEDBACK_KINDS:
-        raise ConfigError(f"register_updater({who}): feedback must be one of {FEEDBACK_KINDS} (see "
-                          f"metahp.rewards.base), got {updater.feedback!r}.")
-    if updater.selection not in SELECTIONS:
-        raise ConfigError(f"register_updater({who}): selection must be one of {sorted(SELECTIONS)}, got "
-                          f"{updater.selection!r}.")
-    if not all(callable(f) for f in (updater.init, updater.update, updater.probs)):
-        raise ConfigError(f"register_updater({who}): init, update and probs must be functions.")
     if name in UPDATERS and UPDATERS[name] is not factory:
         raise ConfigError(f"an updater named {name!r} is registered already ({UPDATERS[name].__name__}); pick "
                           f"another name.")
@@ -71,7 +61,23 @@ def register_updater(factory: Callable[..., Updater]) -> Callable[..., Updater]:
     return factory
 
 
+def check_updater_fields(updater: Updater, who: str) -> None:
+    """Raise ConfigError unless ``updater``'s fields are what a meta-policy reads: an identifier name, a known feedback
+    kind and selection, and three functions (``who`` starts each message)."""
+    name = updater.name
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"{who}: the Updater's name must be an identifier such as 'tampo' (it is how "
+                          f"meta_policy(updater=...) and saved states name it), got {name!r}.")
+    if updater.feedback not in FEEDBACK_KINDS:
+        raise ConfigError(f"{who}: feedback must be one of {FEEDBACK_KINDS} (see metahp.rewards.base), got "
+                          f"{updater.feedback!r}.")
+    if updater.selection not in SELECTIONS:
+        raise ConfigError(f"{who}: selection must be one of {sorted(SELECTIONS)}, got {updater.selection!r}.")
+    if not all(callable(f) for f in (updater.init, updater.update, updater.probs)):
+        raise ConfigError(f"{who}: init, update and probs must be functions.")
+
+
 for _factory in (tampo, softmax_gradient, exp3, sliding_window_ucb, thompson, constant, uniform):
     register_updater(_factory)
 
-__all__ = ["UPDATERS", "Feedback", "State", "Updater", "register_updater", *UPDATERS]
+__all__ = ["UPDATERS", "Feedback", "State", "Updater", "check_updater_fields", "register_updater", *UPDATERS]
