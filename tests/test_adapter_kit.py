@@ -5,6 +5,7 @@ state on resume)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,28 @@ def test_the_state_envelope_is_versioned_and_refuses_another_version(tmp_path):
     with pytest.raises(metahp.StateError, match=r"metahp_state\.json.*metahp\.adapter/99"):
         adapter.load(str(tmp_path))
     assert adapter.state_dict() == state  # refused whole: nothing changed
+
+
+def _example():
+    path = Path(__file__).resolve().parents[1] / "examples" / "adapter_for_your_trainer.py"
+    spec = importlib.util.spec_from_file_location("adapter_for_your_trainer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module, path.read_text().splitlines()
+
+
+def test_the_minimal_adapter_for_a_trainer_metahp_does_not_own_runs_and_passes_check_adapter(capsys):
+    example, lines = _example()
+    example.main(example.Args(steps=2))  # trains, then check_adapter(make_trainer, run, attach=...) must pass
+    assert "check_adapter: " in capsys.readouterr().out
+    start = next(i for i, line in enumerate(lines) if line.startswith("# -- the adapter"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("# -- end of the adapter"))
+    assert end - start - 1 <= 45, f"the minimal adapter grew to {end - start - 1} lines (docs/extending.md says 40)"
+
+
+def test_the_minimal_adapter_refuses_what_its_trainer_cannot_do():
+    example, _ = _example()
+    with pytest.raises(metahp.ConfigError, match="per='batch'"):
+        example.attach(example.make_trainer(), per="completion", updater="softmax_gradient",
+                       reward="informativeness", values=[0.5, 1.5])
