@@ -37,6 +37,7 @@ import torch
 from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import KNOBS, Knob, ProductKnob, make_knob
 from metahp.policy import MetaPolicy, check_seed, meta_policy
+from metahp.rewards import REWARDS, Reward
 from metahp.rows import advantages_of, as_real_array, as_tensor, informative, score_informative_rows, unscorable
 from metahp.several_knobs import check_knob_names, name_metrics
 from metahp.state import load_policies, require_keys
@@ -80,9 +81,9 @@ class KnobSet:
     """
 
     def __init__(self, knob: str | Knob | Sequence[str | Knob] = "temperature", updater: str | Updater = "exp3",
-                 values=None, seed: int | None = 0, *, combine: str = "factored", supported: Sequence[str] | None = None,
-                 who: str = "this trainer", batch_size: int | None = None, batch_what: str = "a batch",
-                 per: str = "batch", group_size: int | None = None, **options):
+                 values=None, seed: int | None = 0, *, combine: str = "factored",
+                 supported: Sequence[str] | None = None, who: str = "this trainer", batch_size: int | None = None,
+                 batch_what: str = "a batch", per: str = "batch", group_size: int | None = None, **options):
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         if not knobs:
             raise ConfigError("knob=() adapts nothing; name at least one knob, e.g. knob='temperature'.")
@@ -107,12 +108,6 @@ class KnobSet:
         self.per, self.group_size = _check_per(per, group_size, self.policies, who)
         if self.per == "prompt":  # one policy per context, the same settings and a seed each
             (policy,) = self.policies.values()
-            if policy.reward.name != "informativeness":
-                # Every completion of a group shares the prompt's value, and advantages sum to 0 within a group:
-                # within-group advantage is 0 for every candidate, and likelihoods compare values no row mixed.
-                raise ConfigError(f"values per prompt learn from reward='informativeness' (how often a value's groups "
-                                  f"carry a gradient), not {policy.reward.name!r}: with one value per group, the "
-                                  f"within-group advantage is 0 for every candidate.")
             knob = policy.knob
             self.policies = {b: meta_policy(knob, updater, None, None if seed is None else seed + i, **options)
                              for i, b in enumerate(BUCKETS)}
@@ -354,6 +349,13 @@ def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) 
                           f"completion, mixed within each group) or 'prompt' (one per prompt, from its past pass "
                           f"rate).")
     if per == "batch":
+        for policy in policies.values():
+            if policy.reward.needs_rows:
+                also = " or 'prompt'" if policy.reward.per_group_signal else ""
+                raise ConfigError(f"reward {policy.reward.name!r} credits each completion's own value (it reads every "
+                                  f"row's candidate), but per='batch' draws one value for the whole batch: it would "
+                                  f"fail at the first update. Use per='completion'{also}, or a reward that learns from "
+                                  f"one value per batch: {_rewards_where(policy, lambda r: not r.needs_rows)}.")
         return per, None
     if len(policies) != 1:
         raise ConfigError(f"values per {per} adapt one knob for now, not {list(policies)}.")
@@ -372,7 +374,21 @@ def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) 
         raise ConfigError(f"the grid has {len(knob)} candidates but a group only {group_size} completions: most "
                           f"candidates would appear in no group. Use at most {group_size} candidates (values=[...]) "
                           f"or more completions per prompt.")
+    if per == "prompt" and not policy.reward.per_group_signal:
+        # Every completion of a group shares the prompt's value, and advantages sum to 0 within a group:
+        # within-group advantage is 0 for every candidate, and likelihoods compare values no row mixed.
+        raise ConfigError(f"values per prompt learn from a reward whose signal differs between groups (e.g. how "
+                          f"often a value's groups carry a gradient): "
+                          f"{_rewards_where(policy, lambda r: r.per_group_signal)}, not {policy.reward.name!r}: with "
+                          f"one value per group, the within-group "
+                          f"advantage is 0 for every candidate, and likelihoods compare values no row mixed.")
     return per, group_size
+
+
+def _rewards_where(policy: MetaPolicy, ok: Callable[[type[Reward]], bool]) -> str:
+    """The registered rewards that ``ok`` accepts and the policy's updater learns from, as reward='...' choices."""
+    names = [name for name, cls in REWARDS.items() if ok(cls) and cls.kind == policy.reward.kind]
+    return " or ".join(f"reward={name!r}" for name in names) or "none is registered"
 
 
 def _check_contexts(contexts, error=ConfigError) -> list[float | None]:

@@ -206,3 +206,49 @@ def test_nucleus_p_is_refused_unless_the_selection_reads_it():
     with pytest.raises(ConfigError) as info:  # the unknown-option error no longer offers it
         metahp.meta_policy("temperature", "exp3", nucleusp=0.9)
     assert "nucleus_p" not in str(info.value) and "gamma" in str(info.value)
+
+
+# -- what a reward needs, declared and checked when the knob set is built -------------------------------------
+@pytest.mark.parametrize("reward", ["informativeness", "within_group_advantage"])
+def test_a_reward_that_reads_each_rows_value_is_refused_per_batch_at_construction(reward):
+    from metahp.knobset import KnobSet
+
+    with pytest.raises(ConfigError) as info:
+        KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="batch", reward=reward)
+    message = str(info.value)
+    assert all(w in message for w in (f"reward {reward!r}", "per='completion'", "reward='trajectory_likelihood'"))
+    assert ("'prompt'" in message) == (reward == "informativeness")  # only it learns from values per prompt
+    # the policy alone still takes it: rows= may be passed to update by hand
+    metahp.meta_policy("temperature", "softmax_gradient", reward=reward).update(advantages=[1.0, -1.0], rows=[0, 1])
+
+
+def test_values_per_prompt_take_any_reward_that_declares_a_signal_between_groups():
+    from metahp.knobset import KnobSet
+    from metahp.rewards import Informativeness
+
+    class SquaredAdvantage(Informativeness):
+        name = "squared_advantage"
+
+        def __call__(self, state, batch):
+            return super().__call__(state, Batch(**{**batch.__dict__, "advantages": batch.advantages ** 2}))
+
+    ks = KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2,
+                 reward=SquaredAdvantage())
+    ks.update(advantages=[1.0, -1.0, 0.0, 0.0], used={"temperature": [0.6, 0.6, 1.0, 1.0]}, contexts=[None, None])
+    assert ks.policies["unseen"].probs[0] > 0.5
+
+    class GroupBlind(SquaredAdvantage):
+        name = "group_blind"
+        per_group_signal = False
+
+    with pytest.raises(ConfigError, match="reward='informativeness', not 'group_blind'"):
+        KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2, reward=GroupBlind())
+
+
+def test_register_reward_refuses_a_need_that_is_not_a_bool(registered):
+    class Vague(MeanReward):
+        name = "vague"
+        needs_rows = "sometimes"
+
+    with pytest.raises(ConfigError, match="needs_rows"):
+        register_reward(Vague)

@@ -31,6 +31,10 @@ def register_reward(cls: type[Reward]) -> type[Reward]:
     if kind not in FEEDBACK_KINDS:
         raise ConfigError(f"{cls.__name__}.kind must be one of {FEEDBACK_KINDS} (a score per candidate, or one for "
                           f"the value used), got {kind!r}.")
+    flags = [f for f in ("needs_likelihoods", "needs_rows", "per_group_signal")
+             if not isinstance(getattr(cls, f), bool)]
+    if flags:
+        raise ConfigError(f"{cls.__name__}: {flags} must be True or False (what it needs of a batch; see Reward).")
     if name in REWARDS and REWARDS[name] is not cls:
         raise ConfigError(f"a reward named {name!r} is registered already ({REWARDS[name].__name__}); pick another "
                           f"name.")

@@ -47,9 +47,18 @@ class Reward(ABC):
 
     name: ClassVar[str]
     kind: ClassVar[FeedbackKind]
-    # Whether it reads per-candidate likelihoods (then zero-advantage rows are never scored); a per-completion
-    # reward that reads only advantages and each row's candidate sets False and sees every row.
+    # What it needs of the batch, declared so that the knob layer refuses a combination that cannot work when it is
+    # built, not at the first update (metahp.knobset):
+    # - needs_likelihoods: it reads per-candidate likelihoods (then zero-advantage rows are never scored); a
+    #   per-completion reward that reads only advantages and each row's candidate sets False and sees every row.
+    # - needs_rows: it reads each row's own candidate (Batch.row_candidates), so it learns only from values drawn
+    #   per completion or per prompt, never from one value for the whole batch (per="batch").
+    # - per_group_signal: its feedback still tells candidates apart when each value covered whole groups (per="prompt":
+    #   every completion of a prompt's group at one value). Within-group advantages sum to 0 in every group and
+    #   likelihoods compare values no row mixed, so only a signal that differs between groups (e.g. |A|) qualifies.
     needs_likelihoods: ClassVar[bool] = False
+    needs_rows: ClassVar[bool] = False
+    per_group_signal: ClassVar[bool] = False
 
     def init(self) -> dict:
         """Initial state (JSON-safe values only)."""

@@ -24,6 +24,8 @@ class Informativeness(Reward):
 
     name = "informativeness"
     kind = "per_candidate"
+    needs_rows = True
+    per_group_signal = True  # |A| differs between groups: a value that lands on informative prompts gains
 
     def __call__(self, state: dict, batch: Batch) -> tuple[np.ndarray, dict]:
         signal = np.abs(np.asarray(batch.advantages, dtype=np.float64))

@@ -22,6 +22,7 @@ class WithinGroupAdvantage(Reward):
 
     name = "within_group_advantage"
     kind = "per_candidate"
+    needs_rows = True
 
     def __call__(self, state: dict, batch: Batch) -> tuple[np.ndarray, dict]:
         advantages = np.asarray(batch.advantages, dtype=np.float64)
