@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from metahp.knobs import MinP, Temperature, TopK, TopP
-from metahp.knobs._truncation import _naive_token_logprobs
+from metahp.knobs.truncation import _naive_token_logprobs
 
 GRIDS = {
     "top_p": (TopP, (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)),

@@ -4,14 +4,16 @@ deliberately broken plug-in with an AssertionError that names the check and the 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers import TopPLogitsWarper
 
 import metahp
-from metahp.knobs import KNOBS, Knob, ProductKnob, Temperature, TopP
+from metahp.knobs import KNOBS, Knob, ProductKnob, Temperature, TopK, TopP
 from metahp.rewards import REWARDS, RewardImprovement, TrajectoryLikelihood
 from metahp.testing import (
     ADAPTER_CHECKS,
@@ -22,6 +24,7 @@ from metahp.testing import (
     check_adapter_copies,
     check_adapter_state_round_trip,
     check_knob,
+    check_knob_matches_sampler,
     check_policy_json_round_trip,
     check_reward,
     check_updater,
@@ -51,7 +54,9 @@ def test_knob_conforms(name):
 
 
 @pytest.mark.parametrize("knob", [ProductKnob(Temperature([0.7, 1.0]), TopP([0.8, 1.0])),
-                                  Temperature(truncation=("top_p", 0.9)), KNOBS["top_k"](temperature=1.4, epsilon=0.1)],
+                                  ProductKnob(TopK([2, 5]), Temperature([0.8, 1.2])),
+                                  Temperature(truncation=("top_p", 0.9)), KNOBS["top_k"](temperature=1.4, epsilon=0.1),
+                                  KNOBS["min_p"](temperature=0.6), Temperature([0.1, 0.3, 3.0])],
                          ids=repr)
 def test_configured_knobs_conform(knob):
     check_knob(knob)
@@ -80,7 +85,7 @@ def test_product_meta_policy_state_survives_json():
 def test_every_check_is_exported_and_listed():
     import metahp.testing as kit
 
-    listed = {c.__name__ for c in UPDATER_CHECKS + KNOB_CHECKS + REWARD_CHECKS + ADAPTER_CHECKS}
+    listed = {c.__name__ for c in UPDATER_CHECKS + KNOB_CHECKS + REWARD_CHECKS + ADAPTER_CHECKS + kit.DRIVEN_CHECKS}
     public = {name for name in kit.__all__ if name.startswith("check_") and name.count("_") > 1}
     assert public - listed == {"check_policy_json_round_trip"}  # run through check_updater_policy_round_trip
     assert listed <= public
@@ -169,6 +174,7 @@ class Plain(Knob):
 
     name = "plain"
     default_values = (0.7, 1.0, 1.3)
+    reference_sampler = "transformers.TemperatureLogitsWarper"
 
     def check_value(self, value):
         return float(value)
@@ -216,11 +222,43 @@ class KeepsGraph(Plain):
         return out + 0 * torch.as_tensor(logits)[..., 0].sum(dim=1, keepdim=True)
 
 
+class TimesT(Temperature):
+    """softmax(z * T) instead of softmax(z / T): normalised, right shape, and wrong."""
+
+    def token_logprobs(self, logits, tokens):
+        return torch.stack([torch.log_softmax(logits * t, dim=-1).gather(-1, tokens[:, None])[:, 0]
+                            for t in self.values], dim=1)
+
+
+class OneTooMany(TopP):
+    """top_p that also keeps the most probable token the sampler's cut removes (an off-by-one at the boundary)."""
+
+    def token_logprobs(self, logits, tokens):
+        columns = []
+        for p in self.values:
+            kept = torch.isfinite(TopPLogitsWarper(p)(None, logits))
+            removed = logits.masked_fill(kept, float("-inf"))  # the possible tokens the cut removes, else -inf
+            extra = torch.isfinite(removed.amax(dim=-1)).nonzero()[:, 0]
+            kept[extra, removed[extra].argmax(dim=-1)] = True
+            logp = torch.log_softmax(logits.masked_fill(~kept, float("-inf")), dim=-1)
+            columns.append(logp.gather(-1, tokens[:, None])[:, 0])
+        return torch.stack(columns, dim=1)
+
+
+class Unnamed(Plain):
+    reference_sampler = None
+
+
 BROKEN_KNOBS = {
     "check_knob_registry": NoName, "check_knob_grid": Unsorted, "check_knob_normalised": Unnormalised,
     "check_knob_output": Positive, "check_knob_chunking": ChunkDependent, "check_knob_masking": MaskBlind,
-    "check_knob_no_graph": KeepsGraph,
+    "check_knob_no_graph": KeepsGraph, "check_knob_matches_sampler": TimesT,
+    "check_knob_matches_sampler (truncation)": OneTooMany, "check_knob_matches_sampler (unnamed)": Unnamed,
 }
+
+
+def _knob_label(cls):
+    return cls.name or cls.__name__
 
 
 def test_the_sound_knob_passes():
@@ -229,13 +267,35 @@ def test_the_sound_knob_passes():
 
 @pytest.mark.parametrize("check", sorted(BROKEN_KNOBS))
 def test_each_knob_check_rejects_its_broken_knob(check):
-    label = BROKEN_KNOBS[check].__name__ if check == "check_knob_registry" else "plain"
-    with pytest.raises(AssertionError, match=rf"^{check}\({label}\): "):
+    with pytest.raises(AssertionError, match=rf"^{check.split()[0]}\({_knob_label(BROKEN_KNOBS[check])}\): "):
         check_knob(BROKEN_KNOBS[check]())
 
 
 def test_every_knob_check_has_a_broken_knob():
-    assert {c.__name__ for c in KNOB_CHECKS} == set(BROKEN_KNOBS)
+    assert {c.__name__ for c in KNOB_CHECKS} == {name.split()[0] for name in BROKEN_KNOBS}
+
+
+@pytest.mark.parametrize("broken", [TimesT, OneTooMany, Unnamed], ids=lambda cls: cls.__name__)
+def test_a_knob_wrong_only_against_its_sampler_passes_every_other_check(broken):
+    for check in KNOB_CHECKS:
+        if check is not check_knob_matches_sampler:
+            check(broken())
+
+
+def test_the_sampler_check_says_what_differs_and_how_to_fix_it(monkeypatch):
+    with pytest.raises(AssertionError, match=r"candidate 0\.6: token \d+ of row \d+ has log-likelihood .* but "
+                                             r"transformers\.TemperatureLogitsWarper gives"):
+        check_knob_matches_sampler(TimesT())
+    with pytest.raises(AssertionError, match=r"candidate 0\.5: transformers\.TopPLogitsWarper removes token \d+ of "
+                                             r"row \d+ \(log-likelihood -inf\) but token_logprobs gives -?\d"):
+        check_knob_matches_sampler(OneTooMany())
+    with pytest.raises(AssertionError, match=r"Unnamed\.reference_sampler is None: name the sampler .* "
+                                             r"reference_sampler = 'transformers\.TopPLogitsWarper'"):
+        check_knob_matches_sampler(Unnamed())
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if transformers were not installed
+    with pytest.raises(AssertionError, match=r"^check_knob_matches_sampler\(top_p\): cannot build the reference "
+                                             r"sampler transformers\.TopPLogitsWarper .*pip install transformers"):
+        check_knob_matches_sampler(TopP())
 
 
 # -- broken rewards -----------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from metahp import InputError
-from metahp.knobs import MinP, ProductKnob, Temperature, TopK, TopP, base
-from metahp.knobs import _truncation as truncation
+from metahp.knobs import MinP, ProductKnob, Temperature, TopK, TopP, base, truncation
 
 KNOBS = {
     "temperature": lambda: Temperature(),

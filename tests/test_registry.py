@@ -9,8 +9,8 @@ from test_grpo_truncation import sharpened
 
 import metahp
 from metahp import ConfigError
-from metahp.knobs import KNOBS, active_truncations, register_knob
-from metahp.knobs._truncation import TruncationKnob, _naive_token_logprobs
+from metahp.knobs import KNOBS, TruncationKnob, active_truncations, register_knob
+from metahp.knobs.truncation import _naive_token_logprobs
 from metahp.testing import check_knob
 
 
@@ -21,6 +21,7 @@ class TypicalP(TruncationKnob):
     name = "typical_p"
     off_value = 1.0
     default_values = (0.3, 0.6, 0.9, 1.0)
+    reference_sampler = "transformers.TypicalLogitsWarper"
 
     @classmethod
     def is_off(cls, value) -> bool:
@@ -33,9 +34,7 @@ class TypicalP(TruncationKnob):
         return value
 
     def warper(self, value):
-        from transformers import TypicalLogitsWarper
-
-        return _Unchanged() if value >= 1.0 else TypicalLogitsWarper(mass=value)  # transformers: mass 1 is off
+        return _Unchanged() if value >= 1.0 else super().warper(value)  # transformers: mass 1 is off
 
     def token_logprobs(self, logits, tokens):
         return _naive_token_logprobs(self, logits, tokens, average_ties=False).to(logits.device)

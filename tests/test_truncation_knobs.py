@@ -16,9 +16,8 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
 import metahp
 from metahp import ConfigError
-from metahp.knobs import KNOBS, MinP, TopK, TopP, base, make_knob
-from metahp.knobs import _truncation as truncation
-from metahp.knobs._truncation import _naive_token_logprobs
+from metahp.knobs import KNOBS, MinP, TopK, TopP, base, make_knob, truncation
+from metahp.knobs.truncation import _naive_token_logprobs
 from metahp.testing import check_knob
 
 # (knob class, a grid, a temperature) for each truncation knob; the grids include the no-truncation ends.

@@ -1,4 +1,5 @@
-"""Knobs: sampling settings metahp can adapt. One file per knob; add one ``register_knob`` line below.
+"""Knobs: sampling settings metahp can adapt. One file per knob; add one ``register_knob`` line below (a truncation
+knob subclasses ``TruncationKnob``, which applies the batch's temperature first).
 
 ``KNOBS`` (name -> class) is the only truth every adapter and the reference trainer read: which knobs exist, their
 backend keyword, role (scales or truncates) and off value (see ``Knob``). A knob registered from outside metahp,
@@ -14,6 +15,7 @@ from metahp.knobs.product import ProductKnob
 from metahp.knobs.temperature import Temperature
 from metahp.knobs.top_k import TopK
 from metahp.knobs.top_p import TopP
+from metahp.knobs.truncation import TruncationKnob
 
 KNOBS: dict[str, type[Knob]] = {}
 ROLES = ("scales", "truncates")
@@ -62,5 +64,5 @@ def make_knob(knob: str | Knob, values=None) -> Knob:
     return KNOBS[knob](values)
 
 
-__all__ = ["KNOBS", "Knob", "MinP", "ProductKnob", "Temperature", "TopK", "TopP", "active_truncations", "make_knob",
-           "register_knob", "truncation_names"]
+__all__ = ["KNOBS", "Knob", "MinP", "ProductKnob", "Temperature", "TopK", "TopP", "TruncationKnob",
+           "active_truncations", "make_knob", "register_knob", "truncation_names"]

@@ -12,9 +12,10 @@ length normalisation, so that no [B, L, V, K] tensor is ever built and no autogr
 
 from __future__ import annotations
 
+import importlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import ClassVar
@@ -46,7 +47,11 @@ class Knob(ABC):
     - ``role``: ``"scales"`` (changes the logits before sampling, like the temperature) or ``"truncates"`` (cuts the
       support after the temperature, like top_p); samplers apply the scaling first, then the truncation;
     - ``off_value``: the value that leaves sampling unchanged (temperature 1.0, top_p 1.0, top_k 0, min_p 0.0);
-    - ``default_values``: the candidate grid when none is given.
+    - ``default_values``: the candidate grid when none is given;
+    - ``reference_sampler``: the dotted path of the sampler's logits processor whose distribution ``token_logprobs``
+      claims to reproduce ("transformers.TopPLogitsWarper"); ``metahp.testing.check_knob_matches_sampler``
+      compares the two, candidate by candidate. ``reference_warper(value)`` builds it; override that when the
+      processor is not built as ``Class(value)``.
 
     They check the domain in ``check_value`` and compute likelihoods in ``token_logprobs``; a knob whose
     likelihood depends on the batch's other settings (a truncation after the temperature) says how in
@@ -57,6 +62,7 @@ class Knob(ABC):
     role: ClassVar[str] = "scales"
     off_value: ClassVar[float | None] = None
     default_values: ClassVar[tuple[float, ...]]
+    reference_sampler: ClassVar[str | None] = None
 
     @classmethod
     def is_off(cls, value) -> bool:
@@ -126,6 +132,18 @@ class Knob(ABC):
         """The backend keyword arguments a candidate stands for: {"temperature": 0.7}."""
         return {self.name: value}
 
+    def reference_warper(self, value) -> Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]:
+        """The reference sampler's logits processor for one candidate, as this knob scores it: a callable
+        (input_ids, scores [N, V]) -> processed scores, -inf on the tokens it removes, whose log_softmax
+        ``token_logprobs`` must equal. By default ``reference_sampler`` built with the value and the sampler's
+        other defaults (``TopPLogitsWarper(0.9)``: min_tokens_to_keep=1, as generate samples); imports its package
+        (transformers, an optional dependency) on first use."""
+        if not self.reference_sampler:
+            raise NotImplementedError(f"{type(self).__name__} names no reference_sampler: set it to the dotted path of "
+                                      f"the logits processor its likelihoods reproduce, e.g. "
+                                      f"'transformers.TopPLogitsWarper'.")
+        return sampler_class(self.reference_sampler)(value)
+
     @abstractmethod
     def check_value(self, value: float) -> float:
         """Return ``value`` (normalised to the knob's type) or raise ConfigError if outside the domain."""
@@ -182,6 +200,12 @@ class Knob(ABC):
                 _check_logits(self.name, z, logits, mask)  # one sync per block
                 out.index_add_(0, r, self.token_logprobs(z, tokens[r, c]).float())
         return length_normalised(out, counts).cpu()
+
+
+def sampler_class(path: str):
+    """The class a dotted path names (``"transformers.TopPLogitsWarper"``), its module imported now."""
+    module, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
 
 
 def length_normalised(totals: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

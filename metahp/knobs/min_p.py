@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs._truncation import FIRST_SLICE, RowStats, TruncationKnob, count_at_least, grow_slices, sorted_slice
+from metahp.knobs.truncation import FIRST_SLICE, RowStats, TruncationKnob, count_at_least, grow_slices, sorted_slice
 
 
 class MinP(TruncationKnob):
@@ -23,6 +23,7 @@ class MinP(TruncationKnob):
     name = "min_p"
     off_value = 0.0
     default_values = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+    reference_sampler = "transformers.MinPLogitsWarper"
 
     @classmethod
     def backend_value(cls, value):
@@ -34,11 +35,6 @@ class MinP(TruncationKnob):
             raise ConfigError(f"min_p: candidate {value} is outside [0, 1); use a fraction of the top "
                               f"probability such as 0.05 (0 = no truncation).")
         return value
-
-    def warper(self, value):
-        from transformers import MinPLogitsWarper
-
-        return MinPLogitsWarper(min_p=value)
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = stats.probs.shape

@@ -31,7 +31,7 @@ class ProductKnob(Knob):
     default_values = ()
 
     def __init__(self, *knobs: Knob):
-        from metahp.knobs._truncation import TruncationKnob
+        from metahp.knobs.truncation import TruncationKnob
 
         if len(knobs) < 2 or not all(isinstance(k, Knob) for k in knobs):
             raise ConfigError("ProductKnob needs two or more Knob instances, e.g. ProductKnob(Temperature(), TopP()).")
@@ -43,6 +43,8 @@ class ProductKnob(Knob):
                               f"truncation knob (top_p, top_k or min_p); samplers apply truncations in sequence.")
         self.knobs = tuple(knobs)
         self.name = "+".join(names)
+        samplers = [temperatures[0].reference_sampler, truncations[0].reference_sampler]
+        self.reference_sampler = " then ".join(samplers) if all(samplers) else None
         self._values = tuple(itertools.product(*(k.values for k in knobs)))
 
     def check_value(self, value):
@@ -56,6 +58,13 @@ class ProductKnob(Knob):
 
     def components(self, value) -> dict[str, float]:
         return {k.name: v for k, v in zip(self.knobs, value, strict=True)}
+
+    def reference_warper(self, value):
+        """The truncation knob's reference at the candidate's temperature (temperature first, then the cut)."""
+        temperature = next(k for k in self.knobs if isinstance(k, Temperature))
+        truncation = next(k for k in self.knobs if k is not temperature)
+        t, cut = value if self.knobs[0] is temperature else value[::-1]
+        return type(truncation)([cut], temperature=t, epsilon=truncation.epsilon).reference_warper(cut)
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         temperature = next(k for k in self.knobs if isinstance(k, Temperature))

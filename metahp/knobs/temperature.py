@@ -34,6 +34,7 @@ class Temperature(Knob):
     role = "scales"
     off_value = 1.0
     default_values = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+    reference_sampler = "transformers.TemperatureLogitsWarper"
 
     @classmethod
     def backend_value(cls, value):
@@ -53,6 +54,16 @@ class Temperature(Knob):
     def __init__(self, values=None, *, truncation: tuple[str, float] | None = None):
         super().__init__(values)
         self.truncation = truncation
+
+    def reference_warper(self, value):
+        """transformers' TemperatureLogitsWarper(value), followed by the truncation's warper when one is set (the
+        truncation knob's reference at that temperature)."""
+        if self.truncation is None:
+            return super().reference_warper(value)
+        from metahp.knobs import KNOBS
+
+        name, cut = self.truncation
+        return KNOBS[name]([cut], temperature=value).reference_warper(cut)
 
     def check_value(self, value: float) -> float:
         value = float(value)

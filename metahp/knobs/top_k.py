@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs._truncation import (
+from metahp.knobs.truncation import (
     RowStats,
     TruncationKnob,
     count_at_least,
@@ -30,6 +30,7 @@ class TopK(TruncationKnob):
     name = "top_k"
     off_value = 0
     default_values = (5, 10, 20, 50, 100, 200, 500)
+    reference_sampler = "transformers.TopKLogitsWarper"
 
     @classmethod
     def backend_value(cls, value):
@@ -39,11 +40,6 @@ class TopK(TruncationKnob):
         if float(value) != int(value) or value < 1:
             raise ConfigError(f"top_k: candidate {value} is not an integer >= 1; use a token count such as 50.")
         return int(value)
-
-    def warper(self, value):
-        from transformers import TopKLogitsWarper
-
-        return TopKLogitsWarper(top_k=int(value))
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = stats.probs.shape

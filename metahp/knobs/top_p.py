@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs._truncation import (
+from metahp.knobs.truncation import (
     FIRST_SLICE,
     RowStats,
     TruncationKnob,
@@ -40,6 +40,7 @@ class TopP(TruncationKnob):
     name = "top_p"
     off_value = 1.0
     default_values = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+    reference_sampler = "transformers.TopPLogitsWarper"
 
     @classmethod
     def is_off(cls, value) -> bool:
@@ -55,11 +56,6 @@ class TopP(TruncationKnob):
             raise ConfigError(f"top_p: candidate {value} is outside (0, 1]; use a probability mass such as 0.9 "
                               f"(1.0 = no truncation).")
         return value
-
-    def warper(self, value):
-        from transformers import TopPLogitsWarper
-
-        return TopPLogitsWarper(top_p=value)
 
     def support(self, stats: RowStats) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = stats.probs.shape

@@ -37,6 +37,7 @@ from metahp.testing.checks import (
     check_knob_chunking,
     check_knob_grid,
     check_knob_masking,
+    check_knob_matches_sampler,
     check_knob_no_graph,
     check_knob_normalised,
     check_knob_output,
@@ -64,7 +65,8 @@ from metahp.testing.checks import (
 __all__ = [
     "ADAPTER_CHECKS", "KNOB_CHECKS", "REWARD_CHECKS", "UPDATER_CHECKS", "check_adapter", "check_adapter_copies",
     "check_adapter_state_round_trip", "check_knob", "check_knob_chunking", "check_knob_grid", "check_knob_masking",
-    "check_knob_no_graph", "check_knob_normalised", "check_knob_output", "check_knob_registry",
+    "check_knob_matches_sampler", "check_knob_no_graph", "check_knob_normalised", "check_knob_output",
+    "check_knob_registry",
     "check_policy_json_round_trip", "check_reward", "check_reward_interface", "check_reward_json_round_trip",
     "check_reward_output", "check_reward_purity", "check_reward_state", "check_reward_zero_advantages",
     "check_updater", "check_updater_determinism", "check_updater_distribution", "check_updater_interface",

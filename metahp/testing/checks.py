@@ -456,10 +456,76 @@ def check_knob_no_graph(knob: Knob, *, vocab: int = 37, batch: int = 3, length: 
     _ensure(not out.requires_grad and out.grad_fn is None, "sequence_logprobs kept an autograd graph")
 
 
+# A float32 likelihood against the float64 log-softmax of the sampler's float32 scores agrees within
+# SAMPLER_ATOL + SAMPLER_RTOL * |log-likelihood|: float32 rounding grows with the magnitude (a log-likelihood of -185
+# at T = 0.1 is off by 1.5e-5), while a wrong formula is off by far more.
+SAMPLER_ATOL = 1e-5
+SAMPLER_RTOL = 1e-6
+
+
+def _reference_logprobs(knob: Knob, value, rows: torch.Tensor) -> torch.Tensor:
+    """log_softmax of the reference sampler's processed scores of ``rows`` [N, V] for one candidate (float64)."""
+    try:
+        warper = knob.reference_warper(value)
+    except ImportError as err:
+        raise AssertionError(f"cannot build the reference sampler {knob.reference_sampler} ({err}); this check "
+                             f"compares the knob with it and cannot pass without it: install it (transformers: pip "
+                             f"install transformers)") from err
+    return torch.log_softmax(torch.as_tensor(warper(None, rows.clone())).double(), dim=-1)
+
+
+@_named
+def check_knob_matches_sampler(knob: Knob, *, vocab: int = 37, batch: int = 3, length: int = 5,
+                               seed: int = 0) -> None:
+    """For every candidate and every token, ``token_logprobs`` equals the log-softmax of the reference sampler's
+    processed logits (``knob.reference_warper(value)``, built from ``knob.reference_sampler``, e.g. transformers'
+    TopPLogitsWarper after the knob's temperature): -inf exactly where the sampler removes a token, the same finite
+    log-likelihood elsewhere (within ``SAMPLER_ATOL + SAMPLER_RTOL * |value|``: float32). Run on B * L random rows
+    of logits, some -inf, without ties (a cut through a tie group is scored by its marginal over tie orders, which
+    no single run of a sampler shows). A knob that names no ``reference_sampler`` fails, as does a missing
+    transformers: the form checks alone pass a knob computing softmax(z * T)."""
+    sampler = getattr(knob, "reference_sampler", None)
+    _ensure(isinstance(sampler, str) and sampler,
+            f"{type(knob).__name__}.reference_sampler is {sampler!r}: name the sampler whose distribution the knob "
+            f"reproduces, e.g. reference_sampler = 'transformers.TopPLogitsWarper' (override reference_warper(value) "
+            f"if its processor is not built as Class(value))")
+    logits, _, _, _ = _knob_inputs(vocab, batch, length, seed)
+    rows = logits.reshape(-1, vocab)  # [N, V]
+    n = rows.shape[0]
+    with torch.no_grad():  # every token of the vocabulary taken in turn: [N, V, K]
+        every = torch.stack([knob.token_logprobs(rows, torch.full((n,), v)) for v in range(vocab)], dim=1)
+    _ensure(tuple(every.shape) == (n, vocab, len(knob)),
+            f"token_logprobs of [{n}, {vocab}] logits has shape {tuple(every.shape[::2])}, expected ({n}, {len(knob)})")
+    every = every.double()
+    for k, value in enumerate(knob.values):
+        got, want = every[..., k], _reference_logprobs(knob, value, rows)
+        where = f"candidate {knob.label(value)}"
+        _ensure(tuple(want.shape) == (n, vocab), f"{where}: {sampler} returned scores of shape "
+                                                 f"{tuple(want.shape)} for [{n}, {vocab}] logits")
+        _ensure(not torch.isnan(got).any(), f"{where}: token_logprobs returned NaN")
+        for wrong, says in ((torch.isneginf(want) & ~torch.isneginf(got), "removes"),
+                            (~torch.isneginf(want) & torch.isneginf(got), "keeps")):
+            if wrong.any():
+                r, v = (int(i) for i in wrong.nonzero()[0])
+                raise AssertionError(f"{where}: {sampler} {says} token {v} of row {r} (log-likelihood "
+                                     f"{want[r, v].item():.6g}) but token_logprobs gives {got[r, v].item():.6g} "
+                                     f"({int(wrong.sum())} such tokens of {n * vocab})")
+        finite = torch.isfinite(want)
+        excess = torch.where(finite, (got - want).abs() - SAMPLER_RTOL * want.abs(), 0.0)  # both -inf: 0
+        if excess.max() > SAMPLER_ATOL:
+            r, v = divmod(int(excess.argmax()), vocab)
+            raise AssertionError(f"{where}: token {v} of row {r} has log-likelihood {got[r, v].item():.6g} but "
+                                 f"{sampler} gives {want[r, v].item():.6g} (they differ by "
+                                 f"{abs(got[r, v] - want[r, v]).item():.2g}, more than {SAMPLER_ATOL} + "
+                                 f"{SAMPLER_RTOL} * |{want[r, v].item():.3g}|; {int((excess > SAMPLER_ATOL).sum())} "
+                                 f"such tokens of {n * vocab})")
+
+
 # Chunking before masking: the masking check scores rows on their own, so a knob that depends on the block it is
-# given would fail there first, under the wrong name.
+# given would fail there first, under the wrong name. The comparison with the sampler comes last: a knob wrong in
+# form fails the check that names what is wrong first.
 KNOB_CHECKS = (check_knob_registry, check_knob_grid, check_knob_normalised, check_knob_output, check_knob_chunking,
-               check_knob_masking, check_knob_no_graph)
+               check_knob_masking, check_knob_no_graph, check_knob_matches_sampler)
 
 
 def check_knob(knob: Knob, vocab: int = 37, batch: int = 3, length: int = 5, seed: int = 0) -> None:

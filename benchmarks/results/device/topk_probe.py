@@ -11,7 +11,7 @@ sys.path[:0] = ["tests", "."]
 import device_check as dc  # noqa: E402
 
 from metahp.knobs import TopK  # noqa: E402
-from metahp.knobs._truncation import RowStats  # noqa: E402
+from metahp.knobs.truncation import RowStats  # noqa: E402
 
 logits, tokens, mask = dc.make_batch(torch, 8, 32, 49152, 0)
 knob = TopK(temperature=1.3)

@@ -1,4 +1,5 @@
-"""Shared machinery of the truncation knobs (top_p, top_k, min_p): temperature first, then a truncated support.
+"""Truncation knobs (top_p, top_k, min_p, and plug-ins: subclass ``TruncationKnob``): temperature first, then a
+truncated support.
 
 For a token with raw logits z, the sampler's distribution under candidate c is
 
@@ -30,7 +31,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs.base import Knob, check_rows, in_blocks
+from metahp.knobs.base import Knob, check_rows, in_blocks, sampler_class
+from metahp.knobs.temperature import Temperature
 
 # The smallest slice (a torch.topk of 64 costs about as much as one of 1 on a 49k row); a slice that turns out
 # too small grows by _GROWTH up to the vocabulary.
@@ -171,7 +173,12 @@ def tie_counts(scaled: torch.Tensor, rows: torch.Tensor, bounds: torch.Tensor) -
 
 
 class TruncationKnob(Knob):
-    """A knob that truncates the temperature-scaled distribution; subclasses define the cut.
+    """A knob that truncates the temperature-scaled distribution; subclasses define the cut (the base of every
+    truncation knob, plug-ins included: ``from metahp.knobs import TruncationKnob``).
+
+    A subclass names the sampler's warper in ``reference_sampler`` and implements ``support`` (the fast path:
+    one softmax per token for every candidate), or overrides ``token_logprobs`` directly; ``warper(value)`` is
+    the cut alone, ``reference_warper(value)`` the whole reference (the temperature, the cut, the epsilon mixture).
 
     Args:
         values: candidate grid (``default_values`` when None).
@@ -208,8 +215,19 @@ class TruncationKnob(Knob):
         raise NotImplementedError
 
     def warper(self, value):
-        """transformers' logits processor for one candidate (the naive reference and the tests use it)."""
-        raise NotImplementedError
+        """The sampler's cut alone for one candidate (``reference_sampler`` built with the value, as the base
+        ``Knob.reference_warper``); override it when the warper takes other arguments."""
+        return super().reference_warper(value)
+
+    def reference_warper(self, value):
+        """What this knob's likelihoods reproduce for one candidate: transformers' TemperatureLogitsWarper at the
+        fixed ``temperature`` (left out at 1: x / 1 == x), then ``warper(value)``; with ``epsilon`` > 0, the
+        mixture log((1 - epsilon) p_truncated + epsilon p_untruncated) of the two (float64 scores)."""
+        from transformers import LogitsProcessorList
+
+        scale = [] if self.temperature == 1.0 else [sampler_class(Temperature.reference_sampler)(self.temperature)]
+        truncated = LogitsProcessorList([*scale, self.warper(value)])
+        return truncated if self.epsilon == 0 else _EpsilonMixture(truncated, LogitsProcessorList(scale), self.epsilon)
 
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         check_rows(self.name, logits)
@@ -232,30 +250,36 @@ def _check_number(knob, what: str, value, fix: str, ok) -> float:
     return float(value)
 
 
+class _EpsilonMixture:
+    """Scores whose softmax is (1 - epsilon) * softmax(truncated(scores)) + epsilon * softmax(untruncated(scores))."""
+
+    def __init__(self, truncated, untruncated, epsilon: float):
+        self.truncated, self.untruncated, self.epsilon = truncated, untruncated, epsilon
+
+    def __call__(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
+        truncated = torch.log_softmax(self.truncated(input_ids, scores.clone()).double(), dim=-1)
+        untruncated = torch.log_softmax(self.untruncated(input_ids, scores.clone()).double(), dim=-1)
+        return torch.logaddexp(truncated + math.log1p(-self.epsilon), untruncated + math.log(self.epsilon))
+
+
 def _naive_token_logprobs(knob: TruncationKnob, logits: torch.Tensor, tokens: torch.Tensor,
                           average_ties: bool = True) -> torch.Tensor:
-    """Reference: transformers' own processors (temperature, then the knob's warper), one candidate at a time.
+    """Reference: transformers' own processors (``knob.reference_warper``: temperature, then the knob's warper),
+    one candidate at a time.
 
     With ``average_ties`` the probability is averaged over tokens of equal scaled logit, i.e. scored under a
     uniformly random tie order (a no-op unless the cut splits a tie group). Slow: K full passes, K sorts
     for top_p. For tests and benchmarks only.
     """
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper
-
     logits = logits.float()
     scaled = logits / knob.temperature
     out = []
     for value in knob.values:
-        processors = LogitsProcessorList([TemperatureLogitsWarper(float(knob.temperature)), knob.warper(value)])
-        logp = torch.log_softmax(processors(None, logits.clone()).double(), dim=-1)
+        logp = torch.log_softmax(knob.reference_warper(value)(None, logits.clone()).double(), dim=-1)
         if average_ties:
             logp = _average_over_ties(logp, scaled)
         out.append(logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
-    out = torch.stack(out, dim=1)
-    if knob.epsilon > 0:
-        untruncated = torch.log_softmax(scaled.double(), dim=-1).gather(-1, tokens.unsqueeze(-1))
-        out = torch.logaddexp(out + math.log1p(-knob.epsilon), untruncated + math.log(knob.epsilon))
-    return out.float()
+    return torch.stack(out, dim=1).float()
 
 
 def _average_over_ties(logp: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
