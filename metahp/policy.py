@@ -8,6 +8,7 @@ updater and a selection rule; ``meta_policy(...)`` builds one by name.
 from __future__ import annotations
 
 import copy
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -17,7 +18,7 @@ from metahp import _options
 from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import Knob, make_knob
 from metahp.rewards import REWARDS, Batch, Reward
-from metahp.rows import advantages_of, as_real_array, informative, score_informative_rows
+from metahp.rows import advantages_of, as_real_array, informative, score_informative_rows, unscorable
 from metahp.selection import SELECTIONS, selection_options, stratified_counts
 from metahp.state import check_rng_state, require_int, require_keys
 from metahp.updaters import UPDATERS, Feedback, Updater, check_updater_fields
@@ -29,11 +30,26 @@ DEFAULT_REWARD = {"per_candidate": "trajectory_likelihood", "chosen": "reward_im
 class MetaPolicy(ABC):
     """A distribution over candidate values of one sampling knob, learned online.
 
-    Lifecycle per generation batch: ``value = policy.sample()`` -> roll out at ``value`` -> train ->
-    ``metrics = policy.update(...)`` from the same rollouts.
+    Lifecycle per generation batch: ``value = policy.sample()`` (or ``policy.sample_rows(groups, group_size)``, one
+    value per completion) -> roll out at it -> train -> ``metrics = policy.update(...)`` from the same rollouts.
+
+    What the knob layer (``metahp.knobset.KnobSet``) and the adapters read of every policy, so every subclass sets
+    or implements it: ``knob`` (its ``values`` are the candidates), ``updater`` (``name``, ``feedback``) and
+    ``reward`` (``name``, ``kind`` and what it needs of a batch: ``needs_likelihoods``, ``needs_rows``,
+    ``per_group_signal``) as attributes; ``probs``, ``needs_likelihoods`` and ``chosen_index`` as properties;
+    ``sample``, ``sample_rows``, ``update``, ``state_dict`` and ``load_state_dict`` as methods.
     """
 
+    #: The adapted knob; ``knob.values`` are the candidates.
     knob: Knob
+    #: How the distribution moves (the knob layer names ``updater.name`` in its messages).
+    updater: Updater
+    #: What each batch tells the policy: its ``kind`` (per-candidate or chosen-value feedback) and its needs decide
+    #: which rows the knob layer scores and passes, and which ways of drawing values (per batch, completion, prompt)
+    #: it can learn from.
+    reward: Reward
+    #: The number of updates so far.
+    step: int
 
     @property
     def values(self) -> tuple[float, ...]:
@@ -48,11 +64,27 @@ class MetaPolicy(ABC):
     @property
     @abstractmethod
     def needs_likelihoods(self) -> bool:
-        """Whether ``update`` uses per-candidate likelihoods (else only the batch's mean reward)."""
+        """Whether ``update`` uses per-candidate likelihoods (else only advantages or the batch's mean reward)."""
+
+    @property
+    @abstractmethod
+    def chosen_index(self) -> int | None:
+        """The index of the value last drawn by ``sample()``: the candidate that sampled the batch (None before the
+        first draw, and after ``sample_rows``, whose rows each have their own)."""
+
+    @property
+    def value(self) -> float | None:
+        """The value last drawn by ``sample()`` (None before the first draw)."""
+        return None if self.chosen_index is None else self.values[self.chosen_index]
 
     @abstractmethod
     def sample(self) -> float:
         """Draw the value for the next generation batch (from the policy's own seeded generator)."""
+
+    @abstractmethod
+    def sample_rows(self, groups: int, group_size: int) -> list:
+        """Draw one value per completion for ``groups`` groups of ``group_size`` completions (group by group), for
+        values per completion; ``update(..., rows=...)`` then credits each completion's own candidate."""
 
     @abstractmethod
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
@@ -80,17 +112,25 @@ class MetaPolicy(ABC):
 
     def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None
                            ) -> dict[str, float]:
-        """``update`` from the logits that sampled the batch ([B, L, V], raw, unscaled).
+        """``update`` from the logits that sampled the batch ([B, L, V], raw, unscaled), at the value ``sample()``
+        drew.
 
-        Rows with zero advantage carry no signal, so their likelihoods are never computed (they still count
-        in the batch size N of a_k = (1/N) sum_i w_ik A_i).
+        Which rows count is ``metahp.rows``'s rule, as in the knob layer: rows with zero advantage carry no signal,
+        so their likelihoods are never computed (they still count in the batch size N of a_k = (1/N) sum_i w_ik A_i);
+        rows the value that sampled them finds impossible (a truncation boundary decided differently by the sampler's
+        arithmetic) are left out, with a warning.
         """
         advantages = advantages_of(advantages, finite=self.needs_likelihoods)  # update() checks the others
         if not self.needs_likelihoods:
             return self.update(advantages=advantages, reward=reward)
-        keep = informative(advantages)
         logp = score_informative_rows(self.knob.sequence_logprobs, logits, tokens, mask, advantages)
-        return self.update(logp[keep], advantages[keep], reward=reward, batch_size=len(advantages))
+        keep = informative(advantages)
+        rows = keep & ~unscorable(logp, self.chosen_index)
+        skipped = int((keep & ~rows).sum())
+        if skipped:
+            warnings.warn(f"metahp: {skipped} completion(s) got likelihood 0 under the {self.knob.name} value that "
+                          f"sampled them ({self.value}); they are left out of the meta-update.", stacklevel=2)
+        return self.update(logp[rows], advantages[rows], reward=reward, batch_size=len(advantages))
 
 
 class GridMetaPolicy(MetaPolicy):
@@ -129,9 +169,8 @@ class GridMetaPolicy(MetaPolicy):
         return self.reward.needs_likelihoods
 
     @property
-    def value(self) -> float | None:
-        """The value last drawn by ``sample()`` (None before the first draw)."""
-        return None if self._chosen is None else self.values[self._chosen]
+    def chosen_index(self) -> int | None:
+        return self._chosen
 
     def sample(self) -> float:
         kwargs = {"nucleus_p": self.nucleus_p} if self.selection == "nucleus" else {}

@@ -252,3 +252,43 @@ def test_register_reward_refuses_a_need_that_is_not_a_bool(registered):
 
     with pytest.raises(ConfigError, match="needs_rows"):
         register_reward(Vague)
+
+
+# -- the MetaPolicy contract ----------------------------------------------------------------------------------
+def test_the_meta_policy_contract_declares_what_the_knob_layer_reads():
+    from metahp import MetaPolicy
+
+    assert {"probs", "needs_likelihoods", "chosen_index", "sample", "sample_rows", "update", "state_dict",
+            "load_state_dict"} <= MetaPolicy.__abstractmethods__
+    assert {"knob", "updater", "reward", "step"} <= set(MetaPolicy.__annotations__)
+    policy = metahp.meta_policy("temperature", "exp3", seed=0)
+    assert policy.chosen_index is None and policy.value is None
+    value = policy.sample()
+    assert policy.values[policy.chosen_index] == value == policy.value
+
+
+def test_update_from_logits_leaves_out_a_row_impossible_under_the_value_that_sampled_it():
+    import torch
+
+    from metahp.rows import unscorable
+
+    def policy():
+        p = metahp.meta_policy("top_p", "tampo", values=[0.5, 1.0], seed=0)
+        while p.sample() != 0.5:  # the batch was sampled at top_p = 0.5
+            pass
+        return p
+
+    logits = torch.tensor([[[4.0, 0.0, 0.0]], [[4.0, 0.0, 0.0]], [[0.0, 4.0, 0.0]]])  # [B=3, L=1, V=3]
+    tokens = torch.tensor([[0], [2], [1]])  # row 1's token lies outside top_p = 0.5's nucleus
+    mask = torch.ones(3, 1)
+    advantages = torch.tensor([1.0, -1.0, 0.5])
+    logp = metahp.TopP([0.5, 1.0]).sequence_logprobs(logits, tokens, mask)
+    assert unscorable(logp, 0).tolist() == [False, True, False] and torch.isfinite(logp[:, 1]).all()
+
+    by_logits = policy()
+    with pytest.warns(UserWarning, match="1 completion"):
+        metrics = by_logits.update_from_logits(logits, tokens, mask, advantages)
+    by_hand = policy()
+    kept = [0, 2]
+    want = by_hand.update(logp[kept], advantages[kept], batch_size=3)  # N still counts the row left out
+    assert metrics == want and by_logits.state_dict() == by_hand.state_dict()
