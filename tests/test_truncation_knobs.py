@@ -272,7 +272,9 @@ def test_outside_support_is_minus_inf_and_tampo_still_favours_the_explaining_can
     policy = metahp.meta_policy(knob="top_p", updater="tampo", values=knob.values)
     for _ in range(5):
         policy.sample()
-        metrics = policy.update_from_logits(logits, tokens, mask, advantages)
+        # update, not update_from_logits: these rows were sampled at 0.5 and 1.0, not at the policy's draw, and
+        # update_from_logits leaves out rows the drawn value finds impossible (metahp.rows's one rule)
+        metrics = policy.update(seq, advantages)
     assert metrics["metahp/advantage/0.5"] > 0 > metrics["metahp/advantage/1"]
     assert int(np.argmax(policy.probs)) == 0
 
