@@ -1,7 +1,9 @@
 """Thin adapters between metahp's meta-policies and training frameworks (shipped as metahp.integrations).
 
-Each adapter module exposes ``supports(trainer) -> bool`` and
-``attach(trainer, *, knob, updater, values, seed, **options) -> adapter`` (an object with ``.policy``).
+Each adapter module exposes ``supports(trainer) -> bool``,
+``attach(trainer, *, knob, updater, values, seed, per, combine, **options) -> adapter`` (an object with ``.policy``;
+``options``: the adapter options it honours that are set, then the meta-policies' options as ``meta_policy`` takes them)
+and ``ADAPTER_OPTIONS``, the adapter options of ``metahp.config.AdaptConfig`` it honours (none if absent).
 Modules are imported lazily, so importing metahp never imports a framework.
 """
 
@@ -9,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 
+from metahp.config import ADAPTER_FIELDS, DEFAULT_UPDATER, AdaptConfig, field_default
 from metahp.errors import ConfigError
+from metahp.knobs import Knob
+from metahp.updaters import Updater
 
 # module name -> what it adapts (for the error message); tried in order.
 ADAPTERS = {
@@ -18,18 +23,21 @@ ADAPTERS = {
 }
 
 
-DEFAULT_UPDATER = "exp3"
+def adapt(trainer, knob: AdaptConfig | str | Knob | tuple = "temperature", updater: str | Updater = DEFAULT_UPDATER,
+          values=None, seed: int | None = None, **fields):
+    """Attach meta-policies over a run's sampling knobs to ``trainer``; returns the adapter (``adapter.policy``).
 
+    ``metahp.adapt(trainer, config)`` with a ``metahp.config.AdaptConfig``, or ``metahp.adapt(trainer, knob=...,
+    updater=..., **fields)`` with its fields as keywords; an updater's or reward's option may be given bare
+    (``lr=0.25``, ``alpha=0.1``, ``normalizer=...``) and goes to the component that declares it. Everything that
+    needs no trainer is checked before the trainer is touched; an adapter option that the trainer's adapter does not
+    honour (e.g. ``likelihoods`` outside TRL) is refused.
 
-def adapt(trainer, knob="temperature", updater=DEFAULT_UPDATER, values=None, seed=None, **options):
-    """Attach a meta-policy over ``knob`` to ``trainer``; returns the adapter (``adapter.policy``).
-
-    The default updater is ``exp3``, chosen by evidence (docs/benchmarks.md): over five tasks and five seeds it
-    never trailed the best fixed temperature (picked in hindsight) by more than 0.049 held-out accuracy, the
-    smallest worst case of all 13 strategies, while ``tampo`` (the paper's rule, ``updater="tampo"``) froze
-    cold and lost 0.28 on the task whose best temperature moves.
+    The default updater is ``metahp.config.DEFAULT_UPDATER`` (``exp3``), chosen by evidence (docs/benchmarks.md);
+    ``tampo``, the paper's rule, is ``updater="tampo"``.
     """
-    for module_name in ADAPTERS:
+    config = _config(knob, updater, values, seed, fields)
+    for module_name, what in ADAPTERS.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
@@ -37,6 +45,37 @@ def adapt(trainer, knob="temperature", updater=DEFAULT_UPDATER, values=None, see
                 continue  # adapter not shipped in this version
             raise
         if module.supports(trainer):
-            return module.attach(trainer, knob=knob, updater=updater, values=values, seed=seed, **options)
+            honoured = tuple(getattr(module, "ADAPTER_OPTIONS", ()))
+            for name in ADAPTER_FIELDS:
+                value = getattr(config, name)
+                if name not in honoured and value != field_default(name):
+                    raise ConfigError(f"{name}={value!r:.80} is an adapter option that the adapter of {what} does not "
+                                      f"honour; there the adapter options are {list(honoured) or 'none'}. Leave "
+                                      f"{name} at its default ({field_default(name)!r}).")
+            return module.attach(trainer, **config.attach_options(honoured))
     raise ConfigError(f"metahp.adapt: no adapter for {type(trainer).__module__}.{type(trainer).__qualname__}; "
                       f"supported trainers: {list(ADAPTERS.values())}.")
+
+
+def _config(knob, updater, values, seed, fields: dict) -> AdaptConfig:
+    """The AdaptConfig of ``adapt(trainer, knob, updater, values, seed, **fields)`` (``knob`` may be the config)."""
+    config = fields.pop("config", None)
+    if isinstance(knob, AdaptConfig):
+        config, knob = knob, "temperature"
+    if config is None:
+        return AdaptConfig.from_keywords(knob=knob, updater=updater, values=values, seed=seed, **fields)
+    if not isinstance(config, AdaptConfig):
+        raise ConfigError(f"config={config!r:.80} must be a metahp.AdaptConfig.")
+    # (a field passed at its default value cannot be told from one left out: only the others are caught here)
+    given = [*fields, *(name for name, value, default in (("knob", knob, "temperature"), ("updater", updater,
+             DEFAULT_UPDATER), ("values", values, None), ("seed", seed, None))
+             if not (value is default or isinstance(value, str) and value == default))]
+    if given:
+        raise ConfigError(f"pass either an AdaptConfig or its fields as keywords, not both (got the config and "
+                          f"{given}); to change a field, build another AdaptConfig.")
+    return config
+
+
+adapt.__doc__ += "\n    Fields (metahp.config.AdaptConfig):\n\n" + AdaptConfig.fields_doc(indent=8) + "\n"
+
+__all__ = ["ADAPTERS", "DEFAULT_UPDATER", "AdaptConfig", "adapt"]

@@ -49,6 +49,23 @@ PER = ("batch", "completion", "prompt")
 BUCKETS = ("unseen", "none_correct", "few_correct", "most_correct", "all_correct")
 
 
+def check_per(per) -> str:
+    """One of ``PER``, or a ConfigError that says what each means."""
+    if not isinstance(per, str) or per not in PER:
+        raise ConfigError(f"per={per!r}: use 'batch' (one value per generation batch), 'completion' (one value per "
+                          f"completion, mixed within each group) or 'prompt' (one per prompt, from its past pass "
+                          f"rate).")
+    return per
+
+
+def check_combine(combine) -> str:
+    """One of ``COMBINES``, or a ConfigError that says what each means."""
+    if not isinstance(combine, str) or combine not in COMBINES:
+        raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
+                          f"the product of the grids).")
+    return combine
+
+
 def pass_rate_bucket(rate: float | None) -> str:
     """unseen (no history), none_correct (0), few_correct (< 1/2), most_correct (< 1), all_correct (1)."""
     if rate is None:
@@ -87,9 +104,7 @@ class KnobSet:
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         if not knobs:
             raise ConfigError("knob=() adapts nothing; name at least one knob, e.g. knob='temperature'.")
-        if combine not in COMBINES:
-            raise ConfigError(f"combine={combine!r}: use 'factored' (one meta-policy per knob) or 'product' (one over "
-                              f"the product of the grids).")
+        check_combine(combine)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
         check_knob_names(names, list(KNOBS) if supported is None else supported, values, who)
         seed = check_seed(seed)
@@ -344,10 +359,7 @@ class KnobSet:
 def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) -> tuple[str, int | None]:
     """Values per completion or prompt: one knob that scales the logits, per-candidate feedback (and K <= G per
     completion)."""
-    if per not in PER:
-        raise ConfigError(f"per={per!r}: use 'batch' (one value per generation batch), 'completion' (one value per "
-                          f"completion, mixed within each group) or 'prompt' (one per prompt, from its past pass "
-                          f"rate).")
+    check_per(per)
     if per == "batch":
         for policy in policies.values():
             if policy.reward.needs_rows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -138,10 +138,7 @@ class GridMetaPolicy(MetaPolicy):
 
     def __init__(self, knob: Knob, updater: Updater, reward: Reward, selection: str = "nucleus",
                  seed: int | None = 0, nucleus_p: float = 0.7):
-        if updater.feedback != reward.kind:
-            raise ConfigError(
-                f"updater {updater.name!r} learns from {updater.feedback} feedback but reward {reward.name!r} "
-                f"gives {reward.kind} feedback; use reward={DEFAULT_REWARD[updater.feedback]!r} (its default).")
+        check_feedback(updater, reward)
         if selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {selection!r}; valid selections: {sorted(SELECTIONS)}.")
         self.knob = knob
@@ -410,7 +407,29 @@ def meta_policy(knob: str | Knob = "temperature", updater: str | Updater = "tamp
     names list the valid ones; a component given as an instance takes its options in its own constructor.
     """
     knob_obj = make_knob(knob, values)
-    updater_obj, options, takers = _updater(updater, options)
+    parts = components(updater, reward, selection, options)
+    # Instantiating the updater's state now surfaces grid problems (e.g. constant's value not in the grid).
+    parts.updater.init(knob_obj.values)
+    return GridMetaPolicy(knob_obj, parts.updater, parts.reward, parts.selection, seed, nucleus_p=parts.nucleus_p)
+
+
+class Components(NamedTuple):
+    """What ``meta_policy`` combines with a knob, checked. ``options``: which component took which of the options
+    passed, {"updater": {...}, "reward": {...}, "selection": {...}}."""
+
+    updater: Updater
+    reward: Reward
+    selection: str
+    nucleus_p: float
+    options: dict[str, dict]
+
+
+def components(updater: str | Updater = "tampo", reward: str | Reward | None = None, selection: str | None = None,
+               options: dict | None = None) -> Components:
+    """The updater, reward and selection of ``meta_policy(knob, updater, reward=..., selection=..., **options)``,
+    with every check that needs no grid: names or instances, each option routed to the component that declares it
+    (an unknown one lists the valid ones), each component's own validation, and feedback the reward can give."""
+    updater_obj, taken, options, takers = _updater(updater, dict(options or {}))
     reward_obj, options, reward_takers = _reward(reward, updater_obj, options)
     why = "as asked" if selection else f"the default of updater {updater_obj.name!r}"
     selection = selection or updater_obj.selection
@@ -426,14 +445,22 @@ def meta_policy(knob: str | Knob = "temperature", updater: str | Updater = "tamp
         name = reward or DEFAULT_REWARD[updater_obj.feedback]
         reward_obj = _options.build(f"reward {name!r}", REWARDS[name], routed["reward"])
     sel = _options.build("selection", selection_options, routed.get("selection", {}))
-    # Instantiating the updater's state now surfaces grid problems (e.g. constant's value not in the grid).
-    updater_obj.init(knob_obj.values)
-    return GridMetaPolicy(knob_obj, updater_obj, reward_obj, selection, seed, nucleus_p=sel["nucleus_p"])
+    check_feedback(updater_obj, reward_obj)
+    return Components(updater_obj, reward_obj, selection, sel["nucleus_p"],
+                      {"updater": taken, "reward": routed.get("reward", {}), "selection": routed.get("selection", {})})
 
 
-def _updater(updater, options: dict) -> tuple[Updater, dict, dict]:
-    """The Updater, the options left for the other components, and {label: factory} of what took options here
-    (for the unknown-option error's list)."""
+def check_feedback(updater: Updater, reward: Reward) -> None:
+    """The reward must give the feedback the updater learns from."""
+    if updater.feedback != reward.kind:
+        raise ConfigError(
+            f"updater {updater.name!r} learns from {updater.feedback} feedback but reward {reward.name!r} "
+            f"gives {reward.kind} feedback; use reward={DEFAULT_REWARD[updater.feedback]!r} (its default).")
+
+
+def _updater(updater, options: dict) -> tuple[Updater, dict, dict, dict]:
+    """The Updater, the options it took, the options left for the other components, and {label: factory} of what
+    takes options here (for the unknown-option error's list)."""
     if isinstance(updater, Updater):
         check_updater_fields(updater, f"updater {updater.name!r}")
         factory = UPDATERS.get(updater.name)
@@ -441,15 +468,16 @@ def _updater(updater, options: dict) -> tuple[Updater, dict, dict]:
         where = f"metahp.updaters.{updater.name}" if factory is not None else updater.name
         _refuse_instance_options("updater", updater.name, own, options, lambda key, value: f"updater={where}("
                                  f"{key}={value!r})")
-        return updater, options, {}
+        return updater, {}, options, {}
     if isinstance(updater, str):
         if updater not in UPDATERS:
             raise ConfigError(f"unknown updater {updater!r}; valid updaters: {sorted(UPDATERS)} (or an Updater, e.g. "
                               f"metahp.updaters.tampo(alpha=0.1); metahp.register_updater adds your own).")
         factory = UPDATERS[updater]
         mine = _options.accepted(factory)
-        built = _options.build(f"updater {updater!r}", factory, {k: v for k, v in options.items() if k in mine})
-        return built, {k: v for k, v in options.items() if k not in mine}, {f"updater {updater!r}": factory}
+        taken = {k: v for k, v in options.items() if k in mine}
+        built = _options.build(f"updater {updater!r}", factory, taken)
+        return built, taken, {k: v for k, v in options.items() if k not in mine}, {f"updater {updater!r}": factory}
     named = [name for name, f in UPDATERS.items() if f is updater]
     hint = (f"; it is the factory of {named[0]!r}: pass its name (updater={named[0]!r}) or call it "
             f"(updater={named[0]}(...))" if named else
