@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, 
 from metahp import _options
 from metahp.errors import ConfigError
 from metahp.knobs import KNOBS, Knob, make_knob
-from metahp.knobset import check_combine, check_per
+from metahp.knobset import check_combine, check_context, check_per
 from metahp.policy import DEFAULT_REWARD, check_seed, components
 from metahp.rewards import REWARDS, Reward
 from metahp.several_knobs import check_knob_names
@@ -108,8 +108,9 @@ class AdaptConfig(BaseModel):
         "with several knobs); None keeps the trainer's configured value.")
     context: Callable[[Any], str] | None = Field(
         None, description="Adapter option, reference trainer only, with per='prompt': maps a prompt's context (its "
-        "past pass rate, None if unseen) to the label of the meta-policy that draws its value; None: pass-rate "
-        "buckets (metahp.knobset.pass_rate_bucket).")
+        "past pass rate, None if unseen) to the label of the meta-policy that draws its value, declaring every "
+        "label it gives as context.labels (metahp.knobset.Context); None: pass-rate buckets "
+        "(metahp.knobset.pass_rate_bucket, labels metahp.knobset.BUCKETS).")
 
     def __init__(self, **fields: Any):
         try:
@@ -172,6 +173,7 @@ class AdaptConfig(BaseModel):
         if self.context is not None and self.per != "prompt":
             raise ConfigError(f"context= picks the meta-policy of each prompt's group: it needs per='prompt', not "
                               f"per={self.per!r}.")
+        check_context(self.context)
         parts = components(self.updater, self.reward, self.selection, self.component_options())
         if len(knobs) == 1 and (isinstance(knobs[0], Knob) or knobs[0] in KNOBS):
             # the grid, and the updater's state on it (e.g. constant's value must be a candidate)

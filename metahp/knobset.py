@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -74,6 +74,19 @@ def pass_rate_bucket(rate: float | None) -> str:
             else "all_correct")
 
 
+pass_rate_bucket.labels = BUCKETS  # type: ignore[attr-defined]  # what a context function declares (Context)
+
+
+class Context(Protocol):
+    """Values per prompt: maps a prompt's context (e.g. its past pass rate, None if unseen) to the label of the
+    meta-policy that draws its value; ``labels`` lists every label it can give (one meta-policy each, built up front
+    so that the state always holds them all). The default is ``pass_rate_bucket`` (labels ``BUCKETS``)."""
+
+    labels: tuple[str, ...]
+
+    def __call__(self, context: Any) -> str: ...
+
+
 class KnobSet:
     """The meta-policies over ``knob`` (a name, a Knob, or a sequence of them) for one trainer.
 
@@ -89,8 +102,13 @@ class KnobSet:
         per: "batch" (one value per generation batch), "completion" (one value per completion: each group of
             ``group_size`` completions mixes the candidates in proportion to the meta-policy; one knob that scales
             the logits, a per-candidate updater, and no more candidates than a group has completions) or "prompt"
-            (one value per prompt's group, from one meta-policy per context: the prompt's past pass rate,
+            (one value per prompt's group, from one meta-policy per context: by default the prompt's past pass rate,
             ``BUCKETS``; each learns from its own groups with a per-completion reward such as informativeness).
+        context: with per="prompt", the function from a prompt's context to its meta-policy's label (``Context``;
+            default ``pass_rate_bucket``).
+
+    Each way of drawing is a small strategy (``PerBatch``, ``PerCompletion``, ``PerPrompt``, behind ``Drawing``):
+    how values are drawn, how a batch is credited, how the state is laid out.
 
     >>> ks = KnobSet(("temperature", "top_p"), "tampo", seed=0)
     >>> sorted(ks.draw())
@@ -100,7 +118,8 @@ class KnobSet:
     def __init__(self, knob: str | Knob | Sequence[str | Knob] = "temperature", updater: str | Updater = "exp3",
                  values=None, seed: int | None = 0, *, combine: str = "factored",
                  supported: Sequence[str] | None = None, who: str = "this trainer", batch_size: int | None = None,
-                 batch_what: str = "a batch", per: str = "batch", group_size: int | None = None, **options):
+                 batch_what: str = "a batch", per: str = "batch", group_size: int | None = None,
+                 context: Context | None = None, **options):
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         if not knobs:
             raise ConfigError("knob=() adapts nothing; name at least one knob, e.g. knob='temperature'.")
@@ -120,12 +139,18 @@ class KnobSet:
             self.policies = {name: meta_policy(k, updater, values, None if seed is None else seed + i, **options)
                              for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
         self.names = tuple(names)
-        self.per, self.group_size = _check_per(per, group_size, self.policies, who)
+        drawing = DRAWINGS[check_per(per)]
+        if context is not None and per != "prompt":
+            raise ConfigError(f"context= picks the meta-policy of each prompt's group: it needs per='prompt', not "
+                              f"per={per!r}.")
+        self.group_size = drawing.check(self.policies, group_size, who)
+        self.per = per
         if self.per == "prompt":  # one policy per context, the same settings and a seed each
             (policy,) = self.policies.values()
-            knob = policy.knob
-            self.policies = {b: meta_policy(knob, updater, None, None if seed is None else seed + i, **options)
-                             for i, b in enumerate(BUCKETS)}
+            labels = check_context(context)
+            self.policies = {label: meta_policy(policy.knob, updater, None, None if seed is None else seed + i,
+                                                **options) for i, label in enumerate(labels)}
+        self._drawing: Drawing = drawing(self, context)
         # Every adapted knob by its keyword (a product's components): what adapters apply and evaluate.
         self.knobs: dict[str, Knob] = {}
         for policy in self.policies.values():
@@ -170,35 +195,7 @@ class KnobSet:
 
         ``agree(policy_name, value)`` is called after each draw (a distributed adapter checks there that every
         process drew the same)."""
-        if self.per == "prompt":
-            contexts = _check_contexts(contexts)
-            if not isinstance(rows, int) or rows != len(contexts) * self.group_size:
-                raise ConfigError(f"draw(rows={rows!r}, contexts=...): values per prompt need rows = prompts x group "
-                                  f"size {self.group_size} = {len(contexts) * self.group_size}.")
-            out = []
-            for rate in contexts:
-                bucket = pass_rate_bucket(rate)
-                value = self.policies[bucket].sample()
-                if agree is not None:
-                    agree(bucket, value)
-                out += [value] * self.group_size
-            return {self.knobs_name: out}
-        if self.per == "completion":
-            if not isinstance(rows, int) or rows < 1 or rows % self.group_size:
-                raise ConfigError(f"draw(rows={rows!r}): values per completion need the batch's number of completions, "
-                                  f"a multiple of the group size {self.group_size}.")
-            policy = self.policy
-            values_per_row = policy.sample_rows(rows // self.group_size, self.group_size)
-            if agree is not None:
-                agree(policy.knob.name, tuple(values_per_row))
-            return {policy.knob.name: values_per_row}
-        values: dict[str, Any] = {}
-        for name, policy in self.policies.items():
-            value = policy.sample()
-            if agree is not None:
-                agree(name, value)
-            values.update(policy.knob.components(value))
-        return values
+        return self._drawing.draw(agree, rows, contexts)
 
     # -- scoring --------------------------------------------------------------------------------------------------
     def scoring_knobs(self, used: dict[str, Any] | None) -> list[Knob]:
@@ -219,59 +216,8 @@ class KnobSet:
             used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule).
         """
         # Checked once; a batch of bandit policies reads only the mean reward, and its advantages stay unchecked.
-        reads_advantages = self.per != "batch" or any(p.reward.kind == "per_candidate" for p in self.policies.values())
-        adv = advantages_of(advantages) if reads_advantages else None
-        if self.per == "prompt":
-            return self._update_per_prompt(adv, used, contexts)
-        metrics: dict[str, float] = {}
-        if self.needs_likelihoods:
-            logp = as_tensor(logp, "logp").detach().cpu().float() if logp is not None else None
-            if logp is None or logp.dim() != 2 or logp.shape != (len(adv), self.width):
-                raise InputError(f"logp must be [B, K_total] = [{len(adv)}, {self.width}] (the scoring knobs' columns "
-                                 f"side by side), got {None if logp is None else tuple(logp.shape)}.")
-            keep = informative(adv)
-        start = 0
-        for name, policy in self.policies.items():
-            # values per completion: each row's candidate; per batch: None
-            row_index = None if self.per == "batch" else self._row_indices(policy, used, len(adv))
-            if policy.needs_likelihoods:
-                columns = logp[:, start:start + len(policy.knob)]
-                start += len(policy.knob)
-                sampled = row_index if row_index is not None else self._used_index(policy, used)
-                rows = keep & ~unscorable(columns, sampled)
-                skipped = int((keep & ~rows).sum())
-                if skipped:
-                    self._warn_unscored(name, skipped)
-                scalar = {} if reward is None else {"reward": reward}  # the likelihood rewards do not read it
-                per_row = {} if row_index is None else {"rows": row_index[rows]}
-                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row)
-            elif policy.reward.kind == "per_candidate":  # a per-completion signal from advantages alone: every row
-                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv))
-            else:
-                m = policy.update(reward=reward)
-            metrics.update(name_metrics(m, name) if len(self.policies) > 1 else m)
-        return metrics
-
-    def _update_per_prompt(self, adv: torch.Tensor, used, contexts) -> dict[str, float]:
-        """Each context's policy learns from the groups drawn in that context (a policy with none stays as it is);
-        metrics are named metahp/<context>/..."""
-        contexts = _check_contexts(contexts, InputError)
-        if len(contexts) * self.group_size != len(adv):
-            raise InputError(f"values per prompt: pass contexts=[each prompt's pass rate or None] for the "
-                             f"{len(adv)} // {self.group_size} prompts of the batch, got {len(contexts)}.")
-        policy = next(iter(self.policies.values()))
-        row_index = self._row_indices(policy, used, len(adv))
-        grid = torch.tensor(policy.knob.values, dtype=torch.float64)
-        buckets = [pass_rate_bucket(rate) for rate in contexts for _ in range(self.group_size)]
-        metrics: dict[str, float] = {}
-        for bucket, policy in self.policies.items():
-            rows = torch.tensor([b == bucket for b in buckets])
-            if rows.any():
-                m = policy.update(advantages=adv[rows], rows=row_index[rows], batch_size=int(rows.sum()))
-                m[f"metahp/{policy.knob.name}"] = float(grid[row_index[rows]].mean())  # what its groups used
-                metrics.update({k.replace("metahp/", f"metahp/{bucket}/", 1): v for k, v in m.items()})
-            metrics[f"metahp/groups/{bucket}"] = float(rows.sum()) / len(adv)
-        return metrics
+        adv = advantages_of(advantages) if self._drawing.reads_advantages() else None
+        return self._drawing.update(logp, adv, reward, used, contexts)
 
     def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None,
                            used: dict[str, Any] | None = None,
@@ -283,10 +229,8 @@ class KnobSet:
         logp = score_informative_rows(lambda z, o, m: self.sequence_logprobs(z, o, m, used), logits, tokens, mask, adv)
         return self.update(logp, adv, reward=reward, used=used)
 
-    def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None, rows: int) -> torch.Tensor | None:
+    def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None, rows: int) -> torch.Tensor:
         """With values per completion or prompt, the index of each row's candidate ([B] long), from ``used``."""
-        if self.per == "batch":
-            return None
         knob = policy.knob
         values = used.get(knob.name) if used else None
         if values is None or isinstance(values, int | float):
@@ -322,18 +266,14 @@ class KnobSet:
             warnings.warn(f"metahp: {count} completion(s) got likelihood 0 under the {name} value that sampled them "
                           f"(the sampler and metahp decided a truncation boundary differently, e.g. GPU or vLLM "
                           f"kernels); they are left out of the meta-update. .unscored_rows counts them.",
-                          stacklevel=4)
+                          stacklevel=5)
         self.unscored_rows += count
 
     # -- state ----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """One knob: the policy's own state; several: {"policies": {name: state}} (random generators included);
         values per completion or prompt: {"per": ..., "policies": {...}}, so that no kind loads into another."""
-        if self.per != "batch":
-            return {"per": self.per, "policies": {name: p.state_dict() for name, p in self.policies.items()}}
-        if len(self.policies) == 1:
-            return self.policy.state_dict()
-        return {"policies": {name: p.state_dict() for name, p in self.policies.items()}}
+        return self._drawing.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` output, all or nothing (a failure leaves every policy as it was). A state saved
@@ -343,24 +283,42 @@ class KnobSet:
         if saved_per != self.per:
             raise StateError(f"the state was saved with values per {saved_per}, this knob set draws them per "
                              f"{self.per}; attach with per={saved_per!r} to resume it.")
-        if self.per != "batch":
-            require_keys(state, {"per", "policies"}, "knob set state")
-            load_policies(self.policies, state["policies"], "policies")
-            return
-        if len(self.policies) == 1:
-            self.policy.load_state_dict(state)
-            return
-        if not isinstance(state, dict):
-            raise StateError(f"expected {{'policies': {{name: state}}}}, got {type(state).__name__}.")
-        require_keys(state, {"policies"}, "knob set state")
-        load_policies(self.policies, state["policies"], "policies")
+        self._drawing.load_state_dict(state)
 
 
-def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) -> tuple[str, int | None]:
-    """Values per completion or prompt: one knob that scales the logits, per-candidate feedback (and K <= G per
-    completion)."""
-    check_per(per)
-    if per == "batch":
+# -- the ways of drawing values -------------------------------------------------------------------------------------
+class Drawing(Protocol):
+    """How a knob set draws values and credits a batch: one value per batch, per completion or per prompt.
+
+    ``check`` refuses policies the way cannot serve (before the set is built) and returns the group size it keeps;
+    the instance, built on the finished set, draws, updates and lays out the state."""
+
+    per: ClassVar[str]
+
+    @classmethod
+    def check(cls, policies: dict[str, MetaPolicy], group_size, who: str) -> int | None: ...
+
+    def reads_advantages(self) -> bool: ...
+
+    def draw(self, agree, rows, contexts) -> dict[str, Any]: ...
+
+    def update(self, logp, adv: torch.Tensor | None, reward, used, contexts) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class PerBatch:
+    """One value per generation batch from each policy (a product's draw sets all its knobs)."""
+
+    per = "batch"
+
+    def __init__(self, knobset: KnobSet, context: Context | None = None):
+        self.ks = knobset
+
+    @classmethod
+    def check(cls, policies: dict[str, MetaPolicy], group_size, who: str) -> int | None:
         for policy in policies.values():
             if policy.reward.needs_rows:
                 also = " or 'prompt'" if policy.reward.per_group_signal else ""
@@ -368,33 +326,225 @@ def _check_per(per: str, group_size, policies: dict[str, MetaPolicy], who: str) 
                                   f"row's candidate), but per='batch' draws one value for the whole batch: it would "
                                   f"fail at the first update. Use per='completion'{also}, or a reward that learns from "
                                   f"one value per batch: {_rewards_where(policy, lambda r: not r.needs_rows)}.")
-        return per, None
-    if len(policies) != 1:
-        raise ConfigError(f"values per {per} adapt one knob for now, not {list(policies)}.")
-    (policy,) = policies.values()
-    knob = policy.knob
-    if getattr(knob, "role", None) != "scales" or isinstance(knob, ProductKnob):
-        raise ConfigError(f"values per {per} support a knob that scales the logits (the temperature) for now, "
-                          f"not {knob.name!r}: {who} samples each completion at its own temperature.")
-    if policy.reward.kind != "per_candidate":
-        raise ConfigError(f"values per {per} need a per-candidate updater (tampo, softmax_gradient), not "
-                          f"{policy.updater.name!r}, which credits one value per batch.")
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
-        raise ConfigError(f"values per {per} need the group size (completions per prompt, >= 2), got "
-                          f"{group_size!r}.")
-    if per == "completion" and len(knob) > group_size:
-        raise ConfigError(f"the grid has {len(knob)} candidates but a group only {group_size} completions: most "
-                          f"candidates would appear in no group. Use at most {group_size} candidates (values=[...]) "
-                          f"or more completions per prompt.")
-    if per == "prompt" and not policy.reward.per_group_signal:
-        # Every completion of a group shares the prompt's value, and advantages sum to 0 within a group:
-        # within-group advantage is 0 for every candidate, and likelihoods compare values no row mixed.
-        raise ConfigError(f"values per prompt learn from a reward whose signal differs between groups (e.g. how "
-                          f"often a value's groups carry a gradient): "
-                          f"{_rewards_where(policy, lambda r: r.per_group_signal)}, not {policy.reward.name!r}: with "
-                          f"one value per group, the within-group "
-                          f"advantage is 0 for every candidate, and likelihoods compare values no row mixed.")
-    return per, group_size
+        return None
+
+    def reads_advantages(self) -> bool:
+        return any(p.reward.kind == "per_candidate" for p in self.ks.policies.values())
+
+    def draw(self, agree, rows, contexts) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, policy in self.ks.policies.items():
+            value = policy.sample()
+            if agree is not None:
+                agree(name, value)
+            values.update(policy.knob.components(value))
+        return values
+
+    def row_indices(self, policy: MetaPolicy, used, rows: int) -> torch.Tensor | None:
+        """Each row's candidate index ([B] long), or None when the whole batch used one value."""
+        return None
+
+    def update(self, logp, adv, reward, used, contexts) -> dict[str, float]:
+        ks = self.ks
+        metrics: dict[str, float] = {}
+        if ks.needs_likelihoods:
+            logp = as_tensor(logp, "logp").detach().cpu().float() if logp is not None else None
+            if logp is None or logp.dim() != 2 or logp.shape != (len(adv), ks.width):
+                raise InputError(f"logp must be [B, K_total] = [{len(adv)}, {ks.width}] (the scoring knobs' columns "
+                                 f"side by side), got {None if logp is None else tuple(logp.shape)}.")
+            keep = informative(adv)
+        start = 0
+        for name, policy in ks.policies.items():
+            row_index = self.row_indices(policy, used, len(adv)) if adv is not None else None
+            if policy.needs_likelihoods:
+                columns = logp[:, start:start + len(policy.knob)]
+                start += len(policy.knob)
+                sampled = row_index if row_index is not None else ks._used_index(policy, used)
+                rows = keep & ~unscorable(columns, sampled)
+                skipped = int((keep & ~rows).sum())
+                if skipped:
+                    ks._warn_unscored(name, skipped)
+                scalar = {} if reward is None else {"reward": reward}  # the likelihood rewards do not read it
+                per_row = {} if row_index is None else {"rows": row_index[rows]}
+                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row)
+            elif policy.reward.kind == "per_candidate":  # a per-completion signal from advantages alone: every row
+                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv))
+            else:
+                m = policy.update(reward=reward)
+            metrics.update(name_metrics(m, name) if len(ks.policies) > 1 else m)
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        policies = self.ks.policies
+        if len(policies) == 1:
+            return next(iter(policies.values())).state_dict()
+        return {"policies": {name: p.state_dict() for name, p in policies.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        policies = self.ks.policies
+        if len(policies) == 1:
+            next(iter(policies.values())).load_state_dict(state)
+            return
+        if not isinstance(state, dict):
+            raise StateError(f"expected {{'policies': {{name: state}}}}, got {type(state).__name__}.")
+        require_keys(state, {"policies"}, "knob set state")
+        load_policies(policies, state["policies"], "policies")
+
+
+class _PerRow(PerBatch):
+    """Values per row (completion or prompt): one knob that scales the logits, per-candidate feedback, the group size;
+    the state says how it was drawn ({"per": ..., "policies": {...}})."""
+
+    @classmethod
+    def check(cls, policies: dict[str, MetaPolicy], group_size, who: str) -> int | None:
+        per = cls.per
+        if len(policies) != 1:
+            raise ConfigError(f"values per {per} adapt one knob for now, not {list(policies)}.")
+        (policy,) = policies.values()
+        knob = policy.knob
+        if getattr(knob, "role", None) != "scales" or isinstance(knob, ProductKnob):
+            raise ConfigError(f"values per {per} support a knob that scales the logits (the temperature) for now, "
+                              f"not {knob.name!r}: {who} samples each completion at its own temperature.")
+        if policy.reward.kind != "per_candidate":
+            raise ConfigError(f"values per {per} need a per-candidate updater (tampo, softmax_gradient), not "
+                              f"{policy.updater.name!r}, which credits one value per batch.")
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+            raise ConfigError(f"values per {per} need the group size (completions per prompt, >= 2), got "
+                              f"{group_size!r}.")
+        return group_size
+
+    def reads_advantages(self) -> bool:
+        return True
+
+    def row_indices(self, policy: MetaPolicy, used, rows: int) -> torch.Tensor:
+        return self.ks._row_indices(policy, used, rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"per": self.per, "policies": {name: p.state_dict() for name, p in self.ks.policies.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        require_keys(state, {"per", "policies"}, "knob set state")
+        load_policies(self.ks.policies, state["policies"], "policies")
+
+
+class PerCompletion(_PerRow):
+    """One value per completion: each group of ``group_size`` completions mixes the candidates in proportion to the
+    meta-policy (``MetaPolicy.sample_rows``), and an update credits each row's own candidate."""
+
+    per = "completion"
+
+    @classmethod
+    def check(cls, policies: dict[str, MetaPolicy], group_size, who: str) -> int | None:
+        group_size = super().check(policies, group_size, who)
+        (policy,) = policies.values()
+        if len(policy.knob) > group_size:
+            raise ConfigError(f"the grid has {len(policy.knob)} candidates but a group only {group_size} completions: "
+                              f"most candidates would appear in no group. Use at most {group_size} candidates "
+                              f"(values=[...]) or more completions per prompt.")
+        return group_size
+
+    def draw(self, agree, rows, contexts) -> dict[str, Any]:
+        group_size = self.ks.group_size
+        if not isinstance(rows, int) or rows < 1 or rows % group_size:
+            raise ConfigError(f"draw(rows={rows!r}): values per completion need the batch's number of completions, "
+                              f"a multiple of the group size {group_size}.")
+        policy = self.ks.policy
+        values_per_row = policy.sample_rows(rows // group_size, group_size)
+        if agree is not None:
+            agree(policy.knob.name, tuple(values_per_row))
+        return {policy.knob.name: values_per_row}
+
+
+class PerPrompt(_PerRow):
+    """One value per prompt's group, from the meta-policy of the prompt's context (``context``: a prompt's context,
+    e.g. its past pass rate, to a label; default ``pass_rate_bucket``); each policy learns from its own groups and its
+    metrics are named metahp/<label>/..."""
+
+    per = "prompt"
+
+    def __init__(self, knobset: KnobSet, context: Context | None = None):
+        super().__init__(knobset)
+        self.context = pass_rate_bucket if context is None else context
+
+    @classmethod
+    def check(cls, policies: dict[str, MetaPolicy], group_size, who: str) -> int | None:
+        group_size = super().check(policies, group_size, who)
+        (policy,) = policies.values()
+        if not policy.reward.per_group_signal:
+            # Every completion of a group shares the prompt's value, and advantages sum to 0 within a group:
+            # within-group advantage is 0 for every candidate, and likelihoods compare values no row mixed.
+            raise ConfigError(f"values per prompt learn from a reward whose signal differs between groups (e.g. how "
+                              f"often a value's groups carry a gradient): "
+                              f"{_rewards_where(policy, lambda r: r.per_group_signal)}, not {policy.reward.name!r}: "
+                              f"with one value per group, the within-group advantage is 0 for every candidate, and "
+                              f"likelihoods compare values no row mixed.")
+        return group_size
+
+    def labels(self, contexts, error) -> list[str]:
+        """Each prompt's label (its policy's name), from its context; the default context checks pass rates."""
+        if self.context is pass_rate_bucket:
+            contexts = _check_contexts(contexts, error)
+        elif contexts is None or isinstance(contexts, str | bytes) or not hasattr(contexts, "__len__") \
+                or not len(contexts):
+            raise error(f"values per prompt need contexts=[each prompt's context], got {type(contexts).__name__}.")
+        labels = [self.context(c) for c in contexts]
+        unknown = sorted({label for label in labels if label not in self.ks.policies}, key=str)
+        if unknown:
+            raise error(f"the context function gave {unknown[:3]}, not among its labels {list(self.ks.policies)}.")
+        return labels
+
+    def draw(self, agree, rows, contexts) -> dict[str, Any]:
+        ks = self.ks
+        labels = self.labels(contexts, ConfigError)
+        if not isinstance(rows, int) or rows != len(labels) * ks.group_size:
+            raise ConfigError(f"draw(rows={rows!r}, contexts=...): values per prompt need rows = prompts x group "
+                              f"size {ks.group_size} = {len(labels) * ks.group_size}.")
+        out = []
+        for label in labels:
+            value = ks.policies[label].sample()
+            if agree is not None:
+                agree(label, value)
+            out += [value] * ks.group_size
+        return {ks.knobs_name: out}
+
+    def update(self, logp, adv, reward, used, contexts) -> dict[str, float]:
+        """Each context's policy learns from the groups drawn in that context (a policy with none stays as it is);
+        metrics are named metahp/<context>/..."""
+        ks = self.ks
+        labels = self.labels(contexts, InputError)
+        if len(labels) * ks.group_size != len(adv):
+            raise InputError(f"values per prompt: pass contexts=[each prompt's pass rate or None] for the "
+                             f"{len(adv)} // {ks.group_size} prompts of the batch, got {len(labels)}.")
+        policy = next(iter(ks.policies.values()))
+        row_index = self.row_indices(policy, used, len(adv))
+        grid = torch.tensor(policy.knob.values, dtype=torch.float64)
+        row_labels = [label for label in labels for _ in range(ks.group_size)]
+        metrics: dict[str, float] = {}
+        for label, policy in ks.policies.items():
+            rows = torch.tensor([b == label for b in row_labels])
+            if rows.any():
+                m = policy.update(advantages=adv[rows], rows=row_index[rows], batch_size=int(rows.sum()))
+                m[f"metahp/{policy.knob.name}"] = float(grid[row_index[rows]].mean())  # what its groups used
+                metrics.update({k.replace("metahp/", f"metahp/{label}/", 1): v for k, v in m.items()})
+            metrics[f"metahp/groups/{label}"] = float(rows.sum()) / len(adv)
+        return metrics
+
+
+DRAWINGS: dict[str, type[PerBatch]] = {d.per: d for d in (PerBatch, PerCompletion, PerPrompt)}
+
+
+def check_context(context) -> tuple[str, ...]:
+    """The labels of a per-prompt context function (``Context``; None: ``BUCKETS``): distinct strings, at least
+    one, or a ConfigError that says what a context function is."""
+    if context is None:
+        return BUCKETS
+    labels = getattr(context, "labels", None)
+    if not callable(context) or not isinstance(labels, tuple | list) or not labels \
+            or not all(isinstance(label, str) and label for label in labels) or len(set(labels)) != len(labels):
+        raise ConfigError(f"context={context!r:.80} must be a function from a prompt's context to a label, with "
+                          f"context.labels = (every label it gives, distinct strings), e.g. "
+                          f"metahp.knobset.pass_rate_bucket (labels {BUCKETS}).")
+    return tuple(labels)
 
 
 def _rewards_where(policy: MetaPolicy, ok: Callable[[type[Reward]], bool]) -> str:

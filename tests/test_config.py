@@ -185,3 +185,58 @@ def test_updater_and_reward_instances_and_a_registered_updater_train_end_to_end(
             AdaptConfig(updater="sticky", updater_options={"alpha": 0.5})
     finally:
         UPDATERS.pop("sticky")
+
+
+# -- the per-prompt context, a function passed in -------------------------------------------------------------
+def hot_or_cold(rate):
+    """Two contexts: prompts never or rarely solved get one meta-policy, the others another."""
+    return "cold" if rate is None or rate < 0.5 else "hot"
+
+
+hot_or_cold.labels = ("cold", "hot")
+
+
+def test_a_context_function_picks_each_prompts_meta_policy_in_the_knob_set():
+    from metahp.knobset import DRAWINGS, PerPrompt, pass_rate_bucket
+
+    ks = metahp.knobset.KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2,
+                                reward="informativeness", lr=5.0, context=hot_or_cold)
+    assert list(ks.policies) == ["cold", "hot"] and isinstance(ks._drawing, PerPrompt) and set(DRAWINGS) == {
+        "batch", "completion", "prompt"}
+    used = ks.draw(rows=6, contexts=[None, 0.25, 1.0])
+    metrics = ks.update(advantages=[1.0, -1.0, 0.0, 0.0, 0.5, -0.5], used=used, contexts=[None, 0.25, 1.0])
+    assert metrics["metahp/groups/cold"] == pytest.approx(2 / 3) and "metahp/hot/prob/1" in metrics
+    assert ks.policies["cold"].step == ks.policies["hot"].step == 1
+    state = ks.state_dict()
+    assert state["per"] == "prompt" and set(state["policies"]) == {"cold", "hot"}
+    default = metahp.knobset.KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2,
+                                     reward="informativeness")
+    assert list(default.policies) == list(pass_rate_bucket.labels)
+    with pytest.raises(metahp.StateError):  # another context's policies do not load
+        default.load_state_dict(state)
+
+    def unlabelled(rate):
+        return "x"
+
+    with pytest.raises(ConfigError, match="context.labels"):
+        metahp.knobset.KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2,
+                               reward="informativeness", context=unlabelled)
+    unlabelled.labels = ("y",)
+    ks = metahp.knobset.KnobSet("temperature", "softmax_gradient", [0.6, 1.0], 0, per="prompt", group_size=2,
+                                reward="informativeness", context=unlabelled)
+    with pytest.raises(ConfigError, match=r"gave \['x'\], not among its labels \['y'\]"):
+        ks.draw(rows=2, contexts=[0.5])
+    with pytest.raises(ConfigError, match="per='prompt'"):
+        metahp.knobset.KnobSet("temperature", "tampo", context=hot_or_cold)
+    with pytest.raises(ConfigError, match="context.labels"):
+        AdaptConfig(per="prompt", reward="informativeness", updater="softmax_gradient", context=lambda rate: "x")
+
+
+def test_the_reference_trainer_takes_a_context_function_through_adapt():
+    t = reference(seed=5, train_set_size=3)
+    adapter = metahp.adapt(t, AdaptConfig(per="prompt", updater="softmax_gradient", updater_options={"lr": 20.0},
+                                          reward="informativeness", values=[0.6, 1.4], context=hot_or_cold))
+    history = t.train(3, progress=False)
+    assert set(adapter.knobset.policies) == {"cold", "hot"}
+    assert any("metahp/groups/cold" in m for m in history)
+    assert sum(p.step for p in adapter.knobset.policies.values()) >= 3
