@@ -81,9 +81,6 @@ class TRLAdapter(kit.KitAdapter):
                               "keep; the reference trainer (metahp.lab.grpo) has it. Use per='completion' or 'batch'.")
         if per == "completion":
             _check_per_completion(trainer)
-            if updater == "uniform" and options.get("reward") is None:
-                # The mixture ignores feedback; informativeness needs no likelihoods and its metrics are the ablation's
-                options["reward"] = "informativeness"
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
         args = trainer.args

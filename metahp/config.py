@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, 
 from metahp import _options
 from metahp.errors import ConfigError
 from metahp.knobs import KNOBS, Knob, make_knob
-from metahp.knobset import check_combine, check_context, check_per
-from metahp.policy import DEFAULT_REWARD, check_seed, components
+from metahp.knobset import check_combine, check_context, check_per, default_reward_for
+from metahp.policy import check_seed, components
 from metahp.rewards import REWARDS, Reward
 from metahp.several_knobs import check_knob_names
 from metahp.updaters import UPDATERS, Updater
@@ -71,7 +71,8 @@ class AdaptConfig(BaseModel):
     reward: str | InstanceOf[Reward] | None = Field(
         None, description="What each batch tells the updater: a registered reward's name (metahp.REWARDS), a "
         "Reward instance, or None for the updater's default ('trajectory_likelihood' for per-candidate updaters, "
-        "'reward_improvement' for bandits).")
+        "'reward_improvement' for bandits, 'informativeness' for the uniform mixture per completion or per prompt; "
+        "the same on every trainer: metahp.knobset.default_reward_for).")
     updater_options: dict[str, Any] = Field(
         default_factory=dict, description="The updater's hyperparameters, checked against its factory: "
         "{'alpha': 0.05} for tampo, {'lr': 0.25} for softmax_gradient, {'gamma': 0.1} for exp3. Empty with an "
@@ -174,7 +175,8 @@ class AdaptConfig(BaseModel):
             raise ConfigError(f"context= picks the meta-policy of each prompt's group: it needs per='prompt', not "
                               f"per={self.per!r}.")
         check_context(self.context)
-        parts = components(self.updater, self.reward, self.selection, self.component_options())
+        reward = self.reward if self.reward is not None else default_reward_for(self.updater, self.per)
+        parts = components(self.updater, reward, self.selection, self.component_options())
         if len(knobs) == 1 and (isinstance(knobs[0], Knob) or knobs[0] in KNOBS):
             # the grid, and the updater's state on it (e.g. constant's value must be a candidate)
             parts.updater.init(make_knob(knobs[0], self.values).values)
@@ -187,11 +189,7 @@ class AdaptConfig(BaseModel):
         if isinstance(self.updater, str) and updater_factory is None:
             components(self.updater)  # the unknown-updater error, with the valid names
         _check_owned("updater_options", self.updater_options, self.updater, updater_factory)
-        reward = self.reward
-        if reward is None and updater_factory is not None:
-            reward = DEFAULT_REWARD[updater_factory().feedback]
-        elif reward is None:
-            reward = DEFAULT_REWARD[self.updater.feedback]
+        reward = self.reward if self.reward is not None else default_reward_for(self.updater, self.per)
         reward_cls = REWARDS.get(reward) if isinstance(reward, str) else None
         if isinstance(reward, str) and reward_cls is None:
             components(self.updater, reward)  # the unknown-reward error, with the valid names

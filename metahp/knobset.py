@@ -36,12 +36,12 @@ import torch
 
 from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import KNOBS, Knob, ProductKnob, make_knob
-from metahp.policy import MetaPolicy, check_seed, meta_policy
+from metahp.policy import DEFAULT_REWARD, MetaPolicy, check_seed, meta_policy
 from metahp.rewards import REWARDS, Reward
 from metahp.rows import advantages_of, as_real_array, as_tensor, informative, score_informative_rows, unscorable
 from metahp.several_knobs import check_knob_names, name_metrics
 from metahp.state import load_policies, require_keys
-from metahp.updaters import Updater
+from metahp.updaters import UPDATERS, Updater
 
 COMBINES = ("factored", "product")
 PER = ("batch", "completion", "prompt")
@@ -127,6 +127,8 @@ class KnobSet:
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
         check_knob_names(names, list(KNOBS) if supported is None else supported, values, who)
         seed = check_seed(seed)
+        if options.get("reward") is None:
+            options["reward"] = default_reward_for(updater, per)
         if combine == "product" and len(knobs) > 1:
             product = ProductKnob(*(make_knob(k) for k in knobs))
             if batch_size is not None and len(product) > batch_size:
@@ -545,6 +547,24 @@ def check_context(context) -> tuple[str, ...]:
                           f"context.labels = (every label it gives, distinct strings), e.g. "
                           f"metahp.knobset.pass_rate_bucket (labels {BUCKETS}).")
     return tuple(labels)
+
+
+def default_reward_for(updater, per: str) -> str | None:
+    """The reward when none is given, chosen here for every adapter alike: with values per completion or per prompt,
+    the updater's own ``default_reward`` if it declares one (the uniform mixture, which ignores feedback, reports
+    with informativeness: no likelihoods to compute); otherwise, and always with per='batch' (where a reward that
+    reads each row's value cannot learn), the feedback kind's default (``metahp.policy.DEFAULT_REWARD``, which
+    ``meta_policy`` uses on its own)."""
+    if isinstance(updater, str):
+        if updater not in UPDATERS:
+            return None  # meta_policy's unknown-updater error says what is valid
+        updater = UPDATERS[updater]()
+    if not isinstance(updater, Updater):
+        return None  # meta_policy's error for a wrong type
+    own = updater.default_reward
+    if per != "batch" and own in REWARDS:
+        return own
+    return DEFAULT_REWARD[updater.feedback]
 
 
 def _rewards_where(policy: MetaPolicy, ok: Callable[[type[Reward]], bool]) -> str:

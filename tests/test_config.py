@@ -240,3 +240,24 @@ def test_the_reference_trainer_takes_a_context_function_through_adapt():
     assert set(adapter.knobset.policies) == {"cold", "hot"}
     assert any("metahp/groups/cold" in m for m in history)
     assert sum(p.step for p in adapter.knobset.policies.values()) >= 3
+
+
+def test_the_uniform_mixtures_default_reward_is_chosen_in_the_core_for_every_adapter():
+    # The mixture ignores feedback: per completion it takes informativeness (no likelihoods to compute; TRL
+    # decided this alone before, the reference adapter scored likelihoods); per batch, where a reward that reads
+    # each row cannot learn, the feedback kind's default.
+    from metahp.knobset import KnobSet, default_reward_for
+
+    assert metahp.meta_policy("temperature", "uniform").reward.name == "trajectory_likelihood"  # no `per` there
+    assert default_reward_for("uniform", "completion") == "informativeness"
+    assert default_reward_for("uniform", "batch") == "trajectory_likelihood"
+    assert default_reward_for("softmax_gradient", "completion") == "trajectory_likelihood"
+    assert default_reward_for("exp3", "batch") == "reward_improvement"
+    assert KnobSet("temperature", "uniform", per="batch").policy.reward.name == "trajectory_likelihood"
+    adapter = metahp.adapt(reference(), per="completion", updater="uniform", values=[0.6, 1.0, 1.4])
+    assert adapter.knobset.policy.reward.name == "informativeness"
+    assert not adapter.knobset.needs_likelihoods  # so no likelihood forward runs for an ablation that ignores it
+    # the config checks reward options against the reward the knob layer will build
+    assert AdaptConfig(updater="uniform", per="batch", reward_options={"normalizer": "softmax"}).reward is None
+    with pytest.raises(ConfigError, match="informativeness"):
+        AdaptConfig(updater="uniform", per="completion", reward_options={"normalizer": "softmax"})

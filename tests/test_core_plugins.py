@@ -88,6 +88,14 @@ def test_register_updater_refuses_what_meta_policy_cannot_build(registered):
         register_updater(lambda: Updater("not a name", "chosen", "sample", bad_feedback.init, bad_feedback.update,
                                          bad_feedback.probs))
 
+    with pytest.raises(ConfigError, match="default_reward='reward_improvement' must name a registered reward that "
+                                          "gives per_candidate feedback"):
+        register_updater(lambda: Updater("odd", "per_candidate", "sample", bad_feedback.init, bad_feedback.update,
+                                         bad_feedback.probs, default_reward="reward_improvement"))
+    with pytest.raises(ConfigError, match="one of .*'reward_improvement'"):
+        register_updater(lambda: Updater("odd", "chosen", "sample", bad_feedback.init, bad_feedback.update,
+                                         bad_feedback.probs, default_reward="no_such_reward"))
+
     def tampo():  # another factory under a built-in's name
         return Updater("tampo", "chosen", "sample", bad_feedback.init, bad_feedback.update, bad_feedback.probs)
 

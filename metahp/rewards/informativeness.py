@@ -20,7 +20,7 @@ from metahp.rewards.base import Batch, Reward
 
 
 class Informativeness(Reward):
-    """Each candidate's mean |advantage| (per-completion values only)."""
+    """Each candidate's mean |advantage| over its own completions (per="completion", or per="prompt")."""
 
     name = "informativeness"
     kind = "per_candidate"

@@ -18,7 +18,7 @@ from metahp.rewards.base import Batch, Reward
 
 
 class WithinGroupAdvantage(Reward):
-    """Each candidate's mean within-group advantage (per-completion values only)."""
+    """Each candidate's mean within-group advantage over its own completions (per="completion")."""
 
     name = "within_group_advantage"
     kind = "per_candidate"

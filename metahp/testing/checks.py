@@ -25,11 +25,12 @@ import torch
 from metahp.errors import StateError
 from metahp.knobs import Knob, Temperature
 from metahp.rewards import Batch, Reward, RewardImprovement, TrajectoryLikelihood
+from metahp.rewards.base import FEEDBACK_KINDS
 from metahp.selection import SELECTIONS
 from metahp.updaters import Feedback, Updater
 
 VALUES = (0.6, 0.8, 1.0, 1.2, 1.5)
-KINDS = ("per_candidate", "chosen")
+KINDS = FEEDBACK_KINDS  # one list of feedback kinds, metahp.rewards.base
 # The reward a policy round trip pairs with each kind of updater (what meta_policy picks by default).
 _DEFAULT_REWARDS: dict[str, Callable[[], Reward]] = {"per_candidate": TrajectoryLikelihood,
                                                      "chosen": RewardImprovement}

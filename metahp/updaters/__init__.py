@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from metahp.errors import ConfigError
+from metahp.rewards import REWARDS
 from metahp.rewards.base import FEEDBACK_KINDS
 from metahp.selection import SELECTIONS
 from metahp.updaters.base import Feedback, State, Updater
@@ -75,6 +76,13 @@ def check_updater_fields(updater: Updater, who: str) -> None:
         raise ConfigError(f"{who}: selection must be one of {sorted(SELECTIONS)}, got {updater.selection!r}.")
     if not all(callable(f) for f in (updater.init, updater.update, updater.probs)):
         raise ConfigError(f"{who}: init, update and probs must be functions.")
+    own = updater.default_reward
+    if own is not None:
+        if own not in REWARDS or REWARDS[own].kind != updater.feedback:
+            fits = sorted(n for n, cls in REWARDS.items() if cls.kind == updater.feedback)
+            raise ConfigError(f"{who}: default_reward={own!r} must name a registered reward that gives "
+                              f"{updater.feedback} feedback (what this updater learns from): one of {fits}, or None "
+                              f"for the feedback kind's default.")
 
 
 for _factory in (tampo, softmax_gradient, exp3, sliding_window_ucb, thompson, constant, uniform):

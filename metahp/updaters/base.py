@@ -39,6 +39,10 @@ class Updater:
     options: dict = field(default_factory=dict)
     # State keys whose entries can never be negative (play counts, indices): a loaded state is checked for it.
     nonnegative: tuple[str, ...] = ()
+    # The reward the knob layer uses with values per completion or per prompt when none is given (a registered
+    # reward's name, of this updater's feedback kind); None: the feedback kind's default, as meta_policy alone and
+    # per="batch" use (metahp.knobset.default_reward_for: one rule for every trainer and adapter).
+    default_reward: str | None = None
 
 
 def softmax(h: np.ndarray) -> np.ndarray:

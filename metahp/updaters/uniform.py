@@ -26,4 +26,7 @@ def uniform() -> Updater:
     def probs(state: State) -> np.ndarray:
         return uniform_probs(int(state["k"]))
 
-    return Updater("uniform", "per_candidate", "sample", init, update, probs, {}, nonnegative=("k",))
+    # It ignores feedback, so its default reward is the one that costs nothing (no likelihoods, no extra forward)
+    # and whose metrics (the zero-advantage share per value) are what the ablation is compared on.
+    return Updater("uniform", "per_candidate", "sample", init, update, probs, {}, nonnegative=("k",),
+                   default_reward="informativeness")
