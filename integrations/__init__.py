@@ -23,8 +23,22 @@ ADAPTERS = {
 }
 
 
-def adapt(trainer, knob: AdaptConfig | str | Knob | tuple = "temperature", updater: str | Updater = DEFAULT_UPDATER,
-          values=None, seed: int | None = None, **fields):
+class _Default:
+    """A positional field left out of ``adapt`` (shown as its value in help): beside a config, one passed at its
+    default value is still told from one left out, and refused."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+_KNOB, _UPDATER, _VALUES, _SEED = _Default("temperature"), _Default(DEFAULT_UPDATER), _Default(None), _Default(None)
+
+
+def adapt(trainer, knob: AdaptConfig | str | Knob | tuple = _KNOB, updater: str | Updater = _UPDATER,
+          values=_VALUES, seed: int | None = _SEED, **fields):
     """Attach meta-policies over a run's sampling knobs to ``trainer``; returns the adapter (``adapter.policy``).
 
     ``metahp.adapt(trainer, config)`` with a ``metahp.config.AdaptConfig``, or ``metahp.adapt(trainer, knob=...,
@@ -61,15 +75,14 @@ def _config(knob, updater, values, seed, fields: dict) -> AdaptConfig:
     """The AdaptConfig of ``adapt(trainer, knob, updater, values, seed, **fields)`` (``knob`` may be the config)."""
     config = fields.pop("config", None)
     if isinstance(knob, AdaptConfig):
-        config, knob = knob, "temperature"
+        config, knob = knob, _KNOB
+    positional = {"knob": knob, "updater": updater, "values": values, "seed": seed}
+    given = [*fields, *(name for name, value in positional.items() if not isinstance(value, _Default))]
+    positional = {name: value.value if isinstance(value, _Default) else value for name, value in positional.items()}
     if config is None:
-        return AdaptConfig.from_keywords(knob=knob, updater=updater, values=values, seed=seed, **fields)
+        return AdaptConfig.from_keywords(**positional, **fields)
     if not isinstance(config, AdaptConfig):
         raise ConfigError(f"config={config!r:.80} must be a metahp.AdaptConfig.")
-    # (a field passed at its default value cannot be told from one left out: only the others are caught here)
-    given = [*fields, *(name for name, value, default in (("knob", knob, "temperature"), ("updater", updater,
-             DEFAULT_UPDATER), ("values", values, None), ("seed", seed, None))
-             if not (value is default or isinstance(value, str) and value == default))]
     if given:
         raise ConfigError(f"pass either an AdaptConfig or its fields as keywords, not both (got the config and "
                           f"{given}); to change a field, build another AdaptConfig.")

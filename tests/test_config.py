@@ -129,6 +129,10 @@ def test_positional_knob_and_updater_still_work_and_a_config_excludes_other_fiel
         metahp.adapt(reference(), AdaptConfig(updater="tampo"), seed=3)
     with pytest.raises(ConfigError, match="not both"):
         metahp.adapt(reference(), config=AdaptConfig(updater="tampo"), updater="softmax_gradient")
+    # a field beside a config at its default value is refused too (it would be silently ignored)
+    for field in (dict(updater=DEFAULT_UPDATER), dict(knob="temperature"), dict(seed=None), dict(values=None)):
+        with pytest.raises(ConfigError, match="not both"):
+            metahp.adapt(reference(), config=AdaptConfig(updater="tampo"), **field)
     with pytest.raises(ConfigError, match="unknown option lrr"):  # a bare option no component declares
         metahp.adapt(reference(), updater="softmax_gradient", lrr=0.25)
     with pytest.raises(ConfigError, match="given twice"):
