@@ -14,13 +14,20 @@ from metahp.lab.demo import DemoSettings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def adapts_default_updater():
+    """What ``metahp.adapt`` uses when no updater is given (its signature shows it: help(metahp.adapt))."""
+    shown = inspect.signature(metahp.adapt).parameters["updater"].default
+    assert repr(shown) == repr(metahp.config.DEFAULT_UPDATER)
+    return metahp.config.DEFAULT_UPDATER
+
+
 @pytest.mark.slow
 def test_demo_smoke_writes_table_figure_metrics_and_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    default = inspect.signature(metahp.adapt).parameters["updater"].default
+    default = adapts_default_updater()
     assert f"adaptive temperature ({default})" in printed and "fixed temperature 1" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["runs"]) == {"adaptive", "fixed"}
@@ -35,7 +42,7 @@ def test_demo_smoke_writes_table_figure_metrics_and_summary(tmp_path, monkeypatc
 
 
 def test_demo_shows_adapts_default_updater_and_updater_chooses_another(monkeypatch, capsys):
-    default = inspect.signature(metahp.adapt).parameters["updater"].default
+    default = adapts_default_updater()
     assert DemoSettings().updater == default
     seen = []
     monkeypatch.setattr("metahp.lab.demo.run_demo", lambda settings, progress: seen.append(settings.updater))
