@@ -76,6 +76,29 @@ class Copies:
         return {label: get() for copies in self._copies.values() for label, get, _ in copies}
 
 
+class Wrapped:
+    """Methods of a trainer (or of an object it holds) replaced by an adapter's until ``restore``: the originals
+    stay callable as ``wrapped[name]``, and an attribute the object had set on itself comes back as it was."""
+
+    def __init__(self, target, replacements: dict[str, Callable]):
+        self.target = target
+        self.originals = {name: getattr(target, name) for name in replacements}
+        self._own = {name: vars(target).get(name) for name in replacements}  # set on the instance before us
+        for name, replacement in replacements.items():
+            setattr(target, name, replacement)
+
+    def __getitem__(self, name: str) -> Callable:
+        return self.originals[name]
+
+    def restore(self) -> None:
+        for name, own in self._own.items():
+            if own is None:
+                vars(self.target).pop(name, None)
+            else:
+                setattr(self.target, name, own)
+        self.originals.clear()
+
+
 def backend_value(name: str, value):
     """A knob value as the trainer's backend takes it (``KNOBS[name].backend_value``: top_k an int, ...)."""
     cls = KNOBS.get(name)

@@ -15,6 +15,8 @@ from typing import Any
 
 from metahp.errors import ConfigError
 
+from . import kit
+
 SUPPORTED_TRL = ((1, 16), (1, 17))  # [low, high) on (major, minor)
 # The trainer methods the adapter wraps: generation + scoring (draw before, meta-update after), evaluation (the
 # user's values), checkpoint save and load (the adapter's state file).
@@ -75,29 +77,15 @@ def missing_names(trainer=None) -> list[str]:
 
 
 # -- wrapping the trainer's methods -------------------------------------------------------------------------------
-class Wrapped:
-    """The trainer's own methods, replaced by the adapter's until ``restore``."""
+class Wrapped(kit.Wrapped):
+    """The trainer's own methods, replaced by the adapter's until ``restore`` (only those listed here)."""
 
     def __init__(self, trainer, replacements: dict[str, Callable]):
         unknown = set(replacements) - set(WRAPPED_METHODS)
         if unknown:
             raise ValueError(f"not a method metahp wraps: {sorted(unknown)}")
+        super().__init__(trainer, replacements)
         self.trainer = trainer
-        self.originals = {name: getattr(trainer, name) for name in replacements}
-        self._own = {name: trainer.__dict__.get(name) for name in replacements}  # set on the instance before us
-        for name, replacement in replacements.items():
-            setattr(trainer, name, replacement)
-
-    def __getitem__(self, name: str) -> Callable:
-        return self.originals[name]
-
-    def restore(self) -> None:
-        for name, own in self._own.items():
-            if own is None:
-                self.trainer.__dict__.pop(name, None)
-            else:
-                setattr(self.trainer, name, own)
-        self.originals.clear()
 
 
 # -- metrics, checkpoints, model internals ------------------------------------------------------------------------
