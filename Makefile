@@ -65,3 +65,26 @@ $(VLLM_STAMP): pyproject.toml constraints.txt requirements-vllm.txt
 # first one's KV-cache memory still held ("Available memory ... is less than requested")
 vllm-test: $(VLLM_STAMP)
 	for module in tests_vllm/test_*.py; do METAHP_VLLM_TEST=1 $(VLLM_BIN)/pytest $$module -p no:cacheprovider || exit 1; done
+
+# make verl-test - verl's GRPO trainer (Ray, FSDP, the legacy fit loop) with metahp attached, end to end on a CPU,
+# in its own environment (.venv-verl, ~2 GB): verl[verl-core] 0.9.1 beside the pinned CPU torch. Not run by
+# `make test` or CI; see docs/verl.md. verl has no CPU platform: tests_verl/ brings one (gloo, and a rollout server
+# on transformers' generate).
+VERL_VENV := .venv-verl
+VERL_BIN := $(VERL_VENV)/bin
+VERL_STAMP := $(VERL_VENV)/.installed-$(shell cat pyproject.toml constraints.txt requirements-verl.txt | cksum | cut -d' ' -f1)
+
+.PHONY: verl-test verl-install
+
+verl-install: $(VERL_STAMP)
+
+$(VERL_STAMP): pyproject.toml constraints.txt requirements-verl.txt
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_BIN)/pip install -q torch==2.13.0
+	$(VERL_BIN)/pip install -q -c constraints.txt -r requirements-verl.txt
+	$(VERL_BIN)/pip install -q --no-deps -e .
+	rm -f $(VERL_VENV)/.installed-*
+	touch $@
+
+verl-test: $(VERL_STAMP)
+	METAHP_VERL_TEST=1 $(VERL_BIN)/pytest tests_verl -p no:cacheprovider -x -rP  # -rP: the measured gaps, printed

@@ -20,6 +20,7 @@ from metahp.updaters import Updater
 ADAPTERS = {
     "metahp.integrations.reference": "metahp.lab.grpo.GRPOTrainer (metahp's reference GRPO loop)",
     "metahp.integrations.trl": "trl.GRPOTrainer",
+    "metahp.integrations.verl": "verl.trainer.ppo.ray_trainer.RayPPOTrainer (verl's legacy fit loop)",
 }
 
 

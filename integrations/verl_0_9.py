@@ -1,0 +1,161 @@
+"""Everything metahp touches that verl 0.9 keeps private, in one place.
+
+The verl adapter (integrations/verl.py) reaches verl's internals only through this module: the legacy PPO trainer's
+methods it wraps, the worker-group calls whose batches carry the log-prob temperature, the agent-loop registry and
+base class (each rollout request's sampling settings), the TaskRunner the launcher extends, and the checkpoint
+layout. A verl upgrade means auditing this file; ``missing_names`` lists what the installed verl lacks, and
+tests_verl/test_private_names.py fails on it. Nothing here imports verl at module level: the main suite imports
+this module without verl installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from metahp.errors import ConfigError
+
+SUPPORTED_VERL = ((0, 9), (0, 10))  # [low, high) on (major, minor)
+# The legacy fit loop (trainer.use_v1=False): the v1 trainer hung in TransferQueue start-up on a CPU (docs/verl.md).
+TRAINER = ("verl.trainer.ppo.ray_trainer", "RayPPOTrainer")
+TASK_RUNNER = ("verl.trainer.main_ppo_v0", "TaskRunner")  # a Ray actor class; the launcher extends its class
+MAIN = ("verl.trainer.main_ppo", "main")  # the hydra entry point `python -m verl.trainer.main_ppo` runs
+# Trainer methods the adapter wraps: the actor update (the batch with its advantages: the meta-update) and the
+# checkpoint save and load (the adapter's state file beside verl's).
+WRAPPED_METHODS = ("_update_actor", "_save_checkpoint", "_load_checkpoint")
+# Attributes of a trainer after init_workers(): the rollout manager (generation) and the worker groups whose
+# calls carry the log-prob temperature (old log-probs, reference log-probs, the loss).
+ROLLOUT_MANAGER = ("async_rollout_manager", "generate_sequences")
+WORKER_CALLS = (("actor_rollout_wg", "compute_log_prob"), ("actor_rollout_wg", "update_actor"),
+                ("ref_policy_wg", "compute_ref_log_prob"))
+# The tensordict key the FSDP / Megatron engines read the temperature from: a number, or one per sample ([bsz]).
+TEMPERATURE_KEY = "temperature"
+# The agent loops: each request's sampling settings reach AgentLoopBase.run(sampling_params, **row); a row's
+# non-tensor columns arrive as its keyword arguments, "agent_name" picks the loop.
+AGENT_LOOP = ("verl.experimental.agent_loop.agent_loop", "AgentLoopBase")
+AGENT_LOOP_REGISTRY = ("verl.experimental.agent_loop.agent_loop", "_agent_loop_registry")
+AGENT_NAME_COLUMN = "agent_name"
+# verl's own check that sampling and scoring agree: max / mean |p_rollout - p_trainer| over response tokens.
+ROLLOUT_GAP_METRICS = ("training/rollout_probs_diff_max", "training/rollout_probs_diff_mean")
+# Rollout backends whose servers take sampling settings per request (vLLM and SGLang do; "hf" is the CPU test's).
+PER_REQUEST_ROLLOUTS = ("vllm", "sglang", "hf")
+
+
+def version() -> str:
+    import verl
+
+    return getattr(verl, "__version__", "unknown")
+
+
+def check_version(found: str | None = None) -> None:
+    """Refuse a verl outside SUPPORTED_VERL: where verl keeps its copies of the temperature changes between
+    versions (its own TODO: "make temperature single source of truth")."""
+    if found is None:
+        try:
+            found = version()
+        except ImportError as err:
+            raise ConfigError("metahp's verl adapter needs verl: pip install 'verl[verl-core]==0.9.1' "
+                              "(docs/verl.md).") from err
+    try:
+        major, minor = (int(p) for p in found.split(".")[:2])
+    except ValueError:
+        major = minor = -1
+    low, high = SUPPORTED_VERL
+    if not low <= (major, minor) < high:
+        raise ConfigError(f"metahp's verl adapter supports verl {low[0]}.{low[1]}.x, found verl {found}: where verl "
+                          f"keeps its copies of the temperature changes between versions. Install "
+                          f"'verl>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
+
+
+def resolve(where: tuple[str, str]) -> Any:
+    module, name = where
+    return getattr(importlib.import_module(module), name)
+
+
+def trainer_class() -> type:
+    return resolve(TRAINER)
+
+
+def task_runner_class() -> type:
+    """The plain class under verl's ``@ray.remote`` TaskRunner (Ray keeps it, modified, in its metadata)."""
+    actor = resolve(TASK_RUNNER)
+    return actor.__ray_metadata__.modified_class.__bases__[0]
+
+
+def agent_loop_base() -> type:
+    return resolve(AGENT_LOOP)
+
+
+def agent_loop_registry() -> dict:
+    return resolve(AGENT_LOOP_REGISTRY)
+
+
+def missing_names(trainer=None) -> list[str]:
+    """The private names this module relies on that the installed verl lacks (empty when all are there). With a
+    trainer after init_workers(), its attributes are checked too."""
+    missing = []
+    for where in (TRAINER, TASK_RUNNER, MAIN, AGENT_LOOP, AGENT_LOOP_REGISTRY):
+        try:
+            resolve(where)
+        except (ImportError, AttributeError):
+            missing.append(".".join(where))
+    if not missing:
+        cls = trainer_class()
+        missing += [f"RayPPOTrainer.{m}" for m in (*WRAPPED_METHODS, "fit", "init_workers")
+                    if not callable(getattr(cls, m, None))]
+        try:
+            task_runner_class()
+        except (AttributeError, IndexError):
+            missing.append("TaskRunner.__ray_metadata__.modified_class")
+        if not callable(getattr(agent_loop_base(), "run", None)):
+            missing.append("AgentLoopBase.run")
+    if trainer is not None:
+        holder, method = ROLLOUT_MANAGER
+        if not callable(getattr(getattr(trainer, holder, None), method, None)):
+            missing.append(f"trainer.{holder}.{method}")
+        for holder, method in WORKER_CALLS[:2]:
+            if not callable(getattr(getattr(trainer, holder, None), method, None)):
+                missing.append(f"trainer.{holder}.{method}")
+        missing += [] if hasattr(trainer, "config") else ["trainer.config"]  # global_steps: set by fit()
+    return missing
+
+
+def rollout_config(config):
+    return config.actor_rollout_ref.rollout
+
+
+def set_config(node, key: str, value) -> None:
+    """Write into an OmegaConf node that may be in struct mode (verl's configs are)."""
+    from omegaconf import open_dict
+
+    with open_dict(node):
+        setattr(node, key, value)
+
+
+def checkpoint_folder(trainer) -> str:
+    """Where verl saves the checkpoint of the current step: default_local_dir/global_step_{n}."""
+    return os.path.join(trainer.config.trainer.default_local_dir, f"global_step_{trainer.global_steps}")
+
+
+def resumed_folder(trainer) -> str | None:
+    """The checkpoint folder verl's _load_checkpoint resumed from (None when it started afresh)."""
+    if trainer.global_steps <= 0:
+        return None
+    config = trainer.config.trainer
+    if config.resume_mode == "resume_path" and config.get("resume_from_path"):
+        folder = config.resume_from_path
+        return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+    return checkpoint_folder(trainer)
+
+
+def set_tensordict_temperature(td, value) -> None:
+    """Make ``td``'s temperature ``value`` (a number, or a [bsz] tensor of one value per sample) for the engine."""
+    from verl.utils import tensordict_utils as tu
+
+    if TEMPERATURE_KEY in td.keys():
+        del td[TEMPERATURE_KEY]
+    if isinstance(value, int | float):
+        tu.assign_non_tensor(td, **{TEMPERATURE_KEY: float(value)})
+    else:
+        td[TEMPERATURE_KEY] = value

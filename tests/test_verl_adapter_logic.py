@@ -1,0 +1,114 @@
+"""The verl adapter's logic that runs without verl: its refusals of verl settings, the launcher's reading of
+``+metahp.`` overrides, each row's advantage from verl's token-level ones, the version rule, and that importing it
+imports no verl. verl itself runs in `make verl-test` (tests_verl/), outside this suite."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from metahp.integrations import verl, verl_0_9
+
+from metahp import ConfigError
+
+
+def config(**changes):
+    """A verl config as nested dicts, with the settings check_config reads (a GRPO run on vLLM)."""
+    base = {"trainer": {"use_v1": False}, "algorithm": {"adv_estimator": "grpo"},
+            "actor_rollout_ref": {"rollout": {"name": "vllm", "n": 4}, "model": {"use_fused_kernels": False}}}
+    for dotted, value in changes.items():
+        node = base
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return base
+
+
+def test_a_grpo_run_on_vllm_is_accepted_per_batch_and_per_completion():
+    verl.check_config(config(), "batch")
+    verl.check_config(config(), "completion")
+    verl.check_config(config(**{"actor_rollout_ref.model.use_fused_kernels": True}), "batch")  # one value: fine
+
+
+@pytest.mark.parametrize("changes, per, words", [
+    ({"trainer.use_v1": True}, "batch", "trainer.use_v1=False"),
+    ({"algorithm.adv_estimator": "remax"}, "batch", "greedy baseline"),
+    ({"actor_rollout_ref.rollout.name": "trtllm"}, "batch", "each request's temperature"),
+    ({"algorithm.adv_estimator": "gae"}, "completion", "group estimator"),
+    ({"actor_rollout_ref.rollout.n": 1}, "completion", "at least 2"),
+    ({"actor_rollout_ref.model.use_fused_kernels": True}, "completion", "use_fused_kernels=False"),
+])
+def test_settings_that_cannot_honour_the_drawn_values_are_refused_saying_what_works(changes, per, words):
+    with pytest.raises(ConfigError, match=words):
+        verl.check_config(config(**changes), per)
+
+
+def test_each_rows_advantage_is_the_mean_over_its_response_tokens():
+    advantages = torch.tensor([[0.5, 0.5, 0.0], [-1.0, 0.0, 0.0], [2.0, 2.0, 2.0], [3.0, 3.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]])
+    torch.testing.assert_close(verl.row_advantages(advantages, mask), torch.tensor([0.5, -1.0, 2.0, 0.0]))
+
+
+def test_the_launcher_takes_metahp_fields_and_leaves_verls_overrides_alone():
+    argv = ["algorithm.adv_estimator=grpo", "+metahp.per=completion", "+metahp.values=[0.6,1.0,1.4]",
+            "+metahp.updater=softmax_gradient", "+metahp.lr=0.25", "trainer.use_v1=False"]
+    fields, rest = verl.launch_fields(argv)
+    assert fields == {"per": "completion", "values": [0.6, 1.0, 1.4], "updater": "softmax_gradient", "lr": 0.25}
+    assert rest == ["algorithm.adv_estimator=grpo", "trainer.use_v1=False"]
+    assert verl.config_fields({"metahp": {"per": "completion"}}) == {"per": "completion"}
+    assert verl.config_fields({}) == {}
+    with pytest.raises(ConfigError, match=r"\+metahp.<field>=<value>"):
+        verl.launch_fields(["+metahp.per"])
+
+
+def test_the_launcher_refuses_bad_fields_and_the_v1_trainer_before_starting_anything():
+    with pytest.raises(ConfigError, match="per='group'"):
+        verl.main(["trainer.use_v1=False", "+metahp.per=group"])
+    with pytest.raises(ConfigError, match="add trainer.use_v1=False"):  # verl's default runs the v1 trainer
+        verl.main(["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm"])
+    with pytest.raises(ConfigError, match="use_fused_kernels=False"):
+        verl.main(["trainer.use_v1=False", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm",
+                   "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.model.use_fused_kernels=True",
+                   "+metahp.per=completion", "+metahp.updater=softmax_gradient", "+metahp.reward=informativeness"])
+
+
+LAUNCH = ["trainer.use_v1=False", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm",
+          "actor_rollout_ref.rollout.n=4", "data.train_batch_size=8"]
+
+
+@pytest.mark.parametrize("fields, words", [
+    (["+metahp.updater=tampo"], "stay in verl's rollout servers"),  # likelihoods: refused, naming what works
+    (["+metahp.per=completion", "+metahp.updater=softmax_gradient", "+metahp.reward=informativeness",
+      "+metahp.values=[0.6,0.8,1.0,1.2,1.5]"], "at most 4 candidates"),  # a group of 4 cannot hold five values
+    (["+metahp.knob=top_p"], "temperature"),  # verl's log-prob passes apply no truncation
+    (["+metahp.per=prompt"], "per='prompt'"),
+])
+def test_the_launcher_runs_the_knob_layers_checks_before_ray_starts(fields, words):
+    with pytest.raises(ConfigError, match=words):
+        verl.main([*LAUNCH, *fields])
+
+
+@pytest.mark.parametrize("found, ok", [("0.9.1", True), ("0.9.0", True), ("0.8.5", False), ("0.10.0", False),
+                                       ("unknown", False)])
+def test_only_verl_0_9_is_supported(found, ok):
+    if ok:
+        verl_0_9.check_version(found)
+    else:
+        with pytest.raises(ConfigError, match="supports verl 0.9.x"):
+            verl_0_9.check_version(found)
+
+
+def test_supports_recognises_verls_trainer_by_its_class_without_importing_verl():
+    class RayPPOTrainer:  # a class of that name outside verl is not verl's
+        pass
+
+    assert not verl.supports(RayPPOTrainer())
+    assert not verl.supports(object())
+
+
+def test_importing_the_verl_adapter_imports_no_verl():
+    code = ("import sys, metahp.integrations.verl, metahp.integrations.verl_0_9; "
+            "print(any(m == 'verl' or m.startswith('verl.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
