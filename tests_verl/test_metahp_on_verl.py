@@ -113,3 +113,15 @@ def test_a_state_from_another_run_is_refused_naming_the_file(per_completion, ver
         run_verl(per_completion.workdir, [*other, "trainer.resume_mode=resume_path",
                  f"trainer.resume_from_path={folder}"], steps=3, module=LAUNCHER, assets=verl_assets)
     assert "metahp_state.json" in str(failed.value) and "StateError" in str(failed.value), str(failed.value)[-3000:]
+
+
+def test_the_gap_catches_rows_sampled_at_other_values_than_they_are_scored_at(tmp_path, verl_assets):
+    # negative control for values per completion: the rollout samples every row at 1.0 whatever it was asked, the
+    # trainer scores each row at metahp's value for it (0.6 / 1.0 / 1.4): the gap must leave the baseline's level
+    run = run_verl(tmp_path, PER_COMPLETION, steps=1, module=LAUNCHER, assets=verl_assets,
+                   env={"METAHP_VERL_FORCE_TEMPERATURE": "1.0"})
+    assert {r["sampled_temperature"] for r in run.requests} == {1.0}
+    assert len({r["temperature"] for r in run.requests}) >= 2  # metahp asked for several values
+    max_gap, mean_gap = (run.metric(name)[0] for name in GAP_NAMES)
+    print(f"forced rollout: {GAP_NAMES[0]} {max_gap}, {GAP_NAMES[1]} {mean_gap}")
+    assert max_gap > GAP_MAX and mean_gap > GAP_MEAN
