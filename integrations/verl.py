@@ -72,7 +72,8 @@ def check_config(config, per: str) -> None:
     """Refuse verl settings under which the drawn temperature would not be what samples and scores each row."""
     if _get(config, "trainer.use_v1", False):
         raise ConfigError("metahp's verl adapter drives the legacy fit loop: set trainer.use_v1=False (the v1 "
-                          "trainer's TransferQueue did not start on a CPU, so it is untested here; docs/verl.md).")
+                          "trainer keeps its batches in TransferQueue, which metahp does not reach yet; "
+                          "docs/verl.md).")
     estimator = str(_get(config, "algorithm.adv_estimator", "gae"))
     if estimator == "remax":
         raise ConfigError("algorithm.adv_estimator=remax adds greedy baseline rollouts to each generation batch, "
