@@ -28,13 +28,24 @@ def test_demo_smoke_writes_table_figure_metrics_and_summary(tmp_path, monkeypatc
     assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     default = adapts_default_updater()
-    assert f"adaptive temperature ({default})" in printed and "fixed temperature 1" in printed
+    assert f"adaptive temperature ({default})" in printed and "fixed temperature 0.6" in printed
+    assert "the sweep's pick" in printed and "the sweep it replaces is 2 runs" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["runs"]) == {"adaptive", "fixed"}
+    assert set(summary["runs"]) == {"adaptive", "fixed_0.6", "fixed_0.8"}  # the smoke mode's two-value sweep
+    best = summary["best_fixed"]
+    assert best["greedy_accuracy"] == max(summary["runs"][n]["after"]["greedy_accuracy"] for n in ("fixed_0.6",
+                                                                                                  "fixed_0.8"))
+    assert summary["adaptive_minus_best_fixed"] == pytest.approx(
+        summary["runs"]["adaptive"]["after"]["greedy_accuracy"] - best["greedy_accuracy"])
+    assert summary["compute"]["sweep_steps"] == 2 * summary["compute"]["adaptive_steps"]
     assert 0 < summary["runs"]["adaptive"]["meta_update_share"] < 1
     assert (out / "demo.png").stat().st_size > 10_000
     lines = (out / "adaptive" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and "metahp/prob/0.6" in json.loads(lines[0])
+    probs = {key for key in json.loads(lines[0]) if key.startswith("metahp/prob/")}
+    assert probs == {"metahp/prob/0.6", "metahp/prob/0.8"}  # the adaptive run's grid is the sweep
+    assert {json.loads(line)["knob/temperature"] for line in (out / "fixed_0.8" / "metrics.jsonl").read_text(
+        ).splitlines()} == {0.8}
     assert (out / "adaptive" / "checkpoint" / "metahp_state.json").exists()
     # A second run into the same folder is refused instead of mixing metrics.
     assert main(["demo", "--smoke", "--no-progress", "--output-dir", str(out)]) == 2
