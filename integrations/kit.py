@@ -99,6 +99,22 @@ class Wrapped:
         self.originals.clear()
 
 
+def check_framework_version(found: str, supported: tuple[tuple[int, int], tuple[int, int]], who: str,
+                            package: str) -> None:
+    """Refuse a framework version outside ``supported`` ([low, high) on (major, minor)): where a trainer keeps its
+    copies of the knobs changes between versions. ``who``: the adapter ("metahp's TRL adapter"); ``package``: the
+    name to install ("trl")."""
+    try:
+        major, minor = (int(p) for p in found.split(".")[:2])
+    except ValueError:
+        major = minor = -1
+    low, high = supported
+    if not low <= (major, minor) < high:
+        raise ConfigError(f"{who} supports {package} {low[0]}.{low[1]}.x, found {package} {found}: where {package} "
+                          f"keeps its copies of the temperature changes between versions. Install "
+                          f"'{package}>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
+
+
 def backend_value(name: str, value):
     """A knob value as the trainer's backend takes it (``KNOBS[name].backend_value``: top_k an int, ...)."""
     cls = KNOBS.get(name)

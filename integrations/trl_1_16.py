@@ -37,16 +37,7 @@ def check_version() -> None:
         import trl
     except ImportError as err:
         raise ConfigError("metahp's TRL adapter needs trl: pip install 'metahp[trl]'.") from err
-    version = getattr(trl, "__version__", "unknown")
-    try:
-        major, minor = (int(p) for p in version.split(".")[:2])
-    except ValueError:
-        major = minor = -1
-    low, high = SUPPORTED_TRL
-    if not low <= (major, minor) < high:
-        raise ConfigError(f"metahp's TRL adapter supports trl {low[0]}.{low[1]}.x, found trl {version}: where TRL "
-                          f"keeps its copies of the temperature changes between versions. Install "
-                          f"'trl>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
+    kit.check_framework_version(getattr(trl, "__version__", "unknown"), SUPPORTED_TRL, "metahp's TRL adapter", "trl")
 
 
 def missing_names(trainer=None) -> list[str]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from metahp.errors import ConfigError
 
+from . import kit
+
 SUPPORTED_VERL = ((0, 9), (0, 10))  # [low, high) on (major, minor)
 # The legacy fit loop (trainer.use_v1=False): the v1 trainer hung in TransferQueue start-up on a CPU (docs/verl.md).
 TRAINER = ("verl.trainer.ppo.ray_trainer", "RayPPOTrainer")
@@ -57,15 +59,7 @@ def check_version(found: str | None = None) -> None:
         except ImportError as err:
             raise ConfigError("metahp's verl adapter needs verl: pip install 'verl[verl-core]==0.9.1' "
                               "(docs/verl.md).") from err
-    try:
-        major, minor = (int(p) for p in found.split(".")[:2])
-    except ValueError:
-        major = minor = -1
-    low, high = SUPPORTED_VERL
-    if not low <= (major, minor) < high:
-        raise ConfigError(f"metahp's verl adapter supports verl {low[0]}.{low[1]}.x, found verl {found}: where verl "
-                          f"keeps its copies of the temperature changes between versions. Install "
-                          f"'verl>={low[0]}.{low[1]},<{high[0]}.{high[1]}'.")
+    kit.check_framework_version(found, SUPPORTED_VERL, "metahp's verl adapter", "verl")
 
 
 def resolve(where: tuple[str, str]) -> Any:
