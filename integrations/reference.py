@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from metahp.knobs import KNOBS
+from metahp.errors import ConfigError
+from metahp.knobs import sampling_names
 from metahp.knobset import KnobSet
 
 from . import kit
@@ -31,8 +32,7 @@ class ReferenceAdapter(kit.KitAdapter):
     who = "reference adapter"
 
     def __init__(self, trainer, knobset: KnobSet):
-        config = trainer.config
-        super().__init__(knobset, {name: getattr(config, name, KNOBS[name].off_value) for name in knobset.knobs})
+        super().__init__(knobset, {name: trainer.configured(name) for name in knobset.knobs})
         self.trainer = trainer
         for name in self.knob_names:  # its one copy: what the latest batch sampled with and its loss replays
             self.copies.add(name, f"trainer.last_knobs.{name}", lambda n=name: trainer.last_knobs.get(n, None),
@@ -70,11 +70,17 @@ class ReferenceAdapter(kit.KitAdapter):
 def attach(trainer, *, knob, updater, values, seed, combine="factored", per="batch", **options) -> ReferenceAdapter:
     """``per="completion"``: one temperature per completion, mixed within each group; ``per="prompt"``: one per
     prompt's group, from a meta-policy per context (the prompt's past pass rate) (metahp.knobset.KnobSet)."""
+    from metahp.lab.grpo import HYPERPARAMETER_FIELDS
+
     config = trainer.config
     knobset = KnobSet(knob, updater, values, config.seed if seed is None else seed, combine=combine,
-                      supported=list(KNOBS), who="the reference trainer",
+                      supported=[*sampling_names(), *HYPERPARAMETER_FIELDS], who="the reference trainer",
                       batch_size=config.prompts_per_step * config.num_generations, batch_what="a batch", per=per,
                       group_size=config.num_generations, **options)
+    if "beta" in knobset.knobs and trainer.reference is None:
+        raise ConfigError("adapting beta needs a reference model, which the reference trainer builds only when "
+                          "kl_beta > 0 at start-up; build it with GRPOConfig(kl_beta=...) > 0 (e.g. 0.04); a candidate "
+                          "beta of 0 then switches the KL term off for a batch.")
     adapter = ReferenceAdapter(trainer, knobset)
     trainer.attach(adapter)
     return adapter

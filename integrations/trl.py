@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from metahp.errors import ConfigError
-from metahp.knobs import KNOBS, Knob, truncation_names
+from metahp.knobs import KNOBS, Knob, hyperparameter_names, sampling_names, truncation_names
+from metahp.knobs.learning_rate import LearningRateScale
 from metahp.knobset import KnobSet
 
 from . import kit
@@ -102,8 +103,8 @@ class TRLAdapter(kit.KitAdapter):
                               f"'within_group_advantage', or updater='uniform'), not {knobset.policy.reward.name!r}, "
                               f"which needs likelihoods per candidate (the reference trainer, metahp.lab.grpo, has).")
         for name in names:
-            _check_trainer(trainer, name)
-        _check_settings(trainer, names, knobset.needs_likelihoods)
+            (_check_hyperparameter if name in hyperparameter_names() else _check_trainer)(trainer, name)
+        _check_settings(trainer, [n for n in names if n in sampling_names()], knobset.needs_likelihoods)
         if getattr(trainer, "_metahp_adapter", None) is not None:
             raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
                               "another one.")
@@ -117,7 +118,11 @@ class TRLAdapter(kit.KitAdapter):
         self.processes = kit.Processes.of_accelerator(trainer.accelerator)
         # The log-prob temperature lives in closures of TRL's fused LM head: found once, written per batch.
         cells = trl_compat.fused_temperature_cells(trainer) if "temperature" in names else []
-        for name in names:
+        self.learning_rate_scale: LearningRateScale | None = None  # on trainer.optimizer, built in train()
+        self._learning_rate_multiplier = 1.0
+        for name in (n for n in names if n in hyperparameter_names()):
+            self._hyperparameter_copies(trainer, name)
+        for name in (n for n in names if n in sampling_names()):
             self.copies.attribute(name, f"trainer.{name}", trainer)  # for user code; TRL 1.16 ignores it at run time
             for attr in ("generation_config", "vllm_generation"):  # transformers generate; vLLM's SamplingParams
                 if getattr(trainer, attr, None) is not None:
@@ -142,6 +147,36 @@ class TRLAdapter(kit.KitAdapter):
         self._wrapped = trl_compat.Wrapped(trainer, replacements)
         trainer._metahp_adapter = self
         self._warn(trainer, names)
+
+    def _hyperparameter_copies(self, trainer, name: str) -> None:
+        """Every copy TRL keeps of a hyperparameter: the attributes its loss reads at run time
+        (``trl_1_16.RUN_TIME_HYPERPARAMETERS``; epsilon_high only where the run is symmetric, epsilon_high unset) and
+        the GRPOConfig field, for user code and callbacks; the learning-rate multiplier is held here and applied to
+        every optimizer step (``LearningRateScale``, on the optimizer transformers builds in train())."""
+        if name == "learning_rate":
+            self.copies.add(name, "optimizer.learning_rate", lambda: self._learning_rate_multiplier,
+                            self._set_learning_rate_multiplier)
+            return
+        for attr in trl_compat.RUN_TIME_HYPERPARAMETERS[name]:
+            if attr == "epsilon_high" and trainer.args.epsilon_high is not None:
+                continue  # an asymmetric run (DAPO's clip-higher) keeps its own upper bound
+            self.copies.attribute(name, f"trainer[{attr}].{name}", trainer, attr)
+        self.copies.attribute(name, f"args.{name}", trainer.args)
+
+    def _set_learning_rate_multiplier(self, multiplier: float) -> None:
+        self._learning_rate_multiplier = float(multiplier)
+        if self.learning_rate_scale is not None:
+            self.learning_rate_scale.multiplier = self._learning_rate_multiplier
+
+    def _scale_learning_rate(self) -> None:
+        """Hook the multiplier onto the optimizer transformers built for this train() (once per optimizer)."""
+        optimizer = getattr(self.trainer, "optimizer", None)
+        if optimizer is None or (self.learning_rate_scale is not None
+                                 and self.learning_rate_scale.optimizer is optimizer):
+            return
+        if self.learning_rate_scale is not None:
+            self.learning_rate_scale.remove()
+        self.learning_rate_scale = LearningRateScale(optimizer, self._learning_rate_multiplier)
 
     def _warn(self, trainer, names) -> None:
         if "temperature" in names and getattr(trainer.args, "use_adaptive_entropy", False):
@@ -181,6 +216,9 @@ class TRLAdapter(kit.KitAdapter):
         """Undo ``attach``: TRL's own methods come back and every copy the user's value. Detach between
         generations: a batch already buffered was scored at its rows' values and would be trained without them."""
         self._wrapped.restore()
+        if self.learning_rate_scale is not None:
+            self.learning_rate_scale.remove()
+            self.learning_rate_scale = None
         if self.row_scaler is not None:
             self.row_scaler.remove()
             self.row_scaler = None
@@ -196,6 +234,8 @@ class TRLAdapter(kit.KitAdapter):
             return original(inputs)
         if self.per == "completion":
             return self._generate_per_completion(original, inputs)
+        if "learning_rate" in self.knob_names:
+            self._scale_learning_rate()
         self.draw_and_apply(trainer.state.global_step)
         self._captured, seconds = None, 0.0
         if self.likelihoods == "generate" and self.knobset.needs_likelihoods:
@@ -357,12 +397,19 @@ def _check_per_completion(trainer) -> None:
 
 
 def _supported_knobs(trainer) -> list[str]:
-    """The registered knobs TRL can sample with: those GRPOConfig has a field for (and so TRL a copy of)."""
-    return [name for name in KNOBS if hasattr(trainer.args, name)]
+    """The registered sampling knobs TRL can sample with (those GRPOConfig has a field for, and so TRL a copy of),
+    then the hyperparameters this adapter sets (learning_rate, beta, epsilon)."""
+    return ([name for name in sampling_names() if hasattr(trainer.args, name)]
+            + [name for name in ("learning_rate", *trl_compat.RUN_TIME_HYPERPARAMETERS) if name in KNOBS])
 
 
 def _config_value(trainer, name: str):
-    """The value TRL samples with when metahp does not set it: generation_kwargs overrides the named field."""
+    """The value TRL uses when metahp does not set it: for a sampling knob, generation_kwargs overrides the named
+    field; a hyperparameter's is what the loss reads (the learning-rate multiplier: 1)."""
+    if name == "learning_rate":
+        return KNOBS[name].off_value
+    if name in trl_compat.RUN_TIME_HYPERPARAMETERS:
+        return float(getattr(trainer, trl_compat.RUN_TIME_HYPERPARAMETERS[name][0]))
     kwargs = trainer.args.generation_kwargs or {}
     value = kwargs[name] if name in kwargs else getattr(trainer, name, getattr(trainer.args, name, None))
     out = kit.backend_value(name, value)
@@ -371,11 +418,29 @@ def _config_value(trainer, name: str):
 
 def _check_settings(trainer, names: list[str], likelihoods: bool) -> None:
     """The sampling settings TRL configures, checked by the kit: one truncation at a time, nothing unmodelled."""
-    configured = {n: _config_value(trainer, n) for n in _supported_knobs(trainer)}
+    configured = {n: _config_value(trainer, n) for n in _supported_knobs(trainer) if n in sampling_names()}
     extra = dict(trainer.args.generation_kwargs or {})
     if getattr(trainer.args, "repetition_penalty", 1.0) != 1.0:
         extra["repetition_penalty"] = trainer.args.repetition_penalty
     kit.check_sampling_settings(configured, extra, names, likelihoods, "GRPOConfig (and its generation_kwargs)")
+
+
+def _check_hyperparameter(trainer, knob: str) -> None:
+    """What a hyperparameter needs of the run, refused at attach: a reference model for beta, a clipped loss for
+    epsilon, an optimizer metahp can scale for the learning rate."""
+    args = trainer.args
+    if knob == "beta" and float(trainer.beta) == 0.0:
+        raise ConfigError("adapting beta needs a reference model, which TRL builds only when GRPOConfig.beta > 0 at "
+                          "start-up (beta = 0 builds none and skips the reference log-probs); set beta > 0 in "
+                          "GRPOConfig (e.g. 0.04). A candidate beta of 0 then switches the KL term off for a batch.")
+    if knob == "epsilon" and getattr(args, "loss_type", "grpo") not in trl_compat.CLIPPED_LOSSES:
+        raise ConfigError(f"loss_type={args.loss_type!r} does not clip the ratio to [1 - epsilon, 1 + epsilon], so "
+                          f"epsilon means something else there (or nothing); adapt epsilon with a clipped loss "
+                          f"{list(trl_compat.CLIPPED_LOSSES)}.")
+    if knob == "learning_rate" and getattr(trainer, "is_deepspeed_enabled", False):
+        raise ConfigError("adapting the learning rate with DeepSpeed is not supported: DeepSpeed steps its own "
+                          "optimizer and scheduler inside the engine, where metahp's multiplier does not reach. Use "
+                          "FSDP or plain DDP, or leave learning_rate out of knob=.")
 
 
 def _check_trainer(trainer, knob: str) -> None:

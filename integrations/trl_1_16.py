@@ -29,6 +29,13 @@ FUSED_HEAD = ("trl.trainer.utils", "add_fused_lm_head", "_fused_forward")
 # What metahp reads or writes in that closure: the log-prob temperature (per batch), and for values per completion
 # the backbone it projects and whether the logits are soft-capped.
 CLOSURE_NAMES = ("temperature", "backbone_attr", "final_logit_softcapping")
+# Where GRPOTrainer keeps the hyperparameters its loss reads at run time (copied from GRPOConfig in __init__:
+# args.beta -> trainer.beta; args.epsilon -> trainer.epsilon_low, and -> trainer.epsilon_high unless
+# args.epsilon_high is set). The learning rate lives in the optimizer's param groups, set by its scheduler.
+RUN_TIME_HYPERPARAMETERS = {"beta": ("beta",), "epsilon": ("epsilon_low", "epsilon_high")}
+# The loss types whose loss clips the ratio to [1 - epsilon_low, 1 + epsilon_high] (cispo caps at epsilon_high
+# itself; sapo and vespo do not clip).
+CLIPPED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
 
 
 def check_version() -> None:
@@ -64,6 +71,8 @@ def missing_names(trainer=None) -> list[str]:
             missing.append("GRPOTrainer()._metrics['train']")
         if not hasattr(trainer, "_is_vlm"):
             missing.append("GRPOTrainer()._is_vlm")
+        missing += [f"GRPOTrainer().{attr}" for attrs in RUN_TIME_HYPERPARAMETERS.values() for attr in attrs
+                    if not isinstance(getattr(trainer, attr, None), int | float)]
     return missing
 
 

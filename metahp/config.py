@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, 
 from metahp import _options
 from metahp.errors import ConfigError
 from metahp.knobs import KNOBS, Knob, make_knob
-from metahp.knobset import check_combine, check_context, check_per, default_reward_for
-from metahp.policy import check_seed, components
+from metahp.knobset import check_combine, check_context, check_hyperparameter_per, check_per, default_reward_for
+from metahp.policy import check_knob_reward, check_seed, components
 from metahp.rewards import REWARDS, Reward
 from metahp.several_knobs import check_knob_names
 from metahp.updaters import UPDATERS, Updater
@@ -57,7 +57,8 @@ class AdaptConfig(BaseModel):
     # -- what to adapt ------------------------------------------------------------------------------------------
     knob: str | InstanceOf[Knob] | tuple[str | InstanceOf[Knob], ...] = Field(
         "temperature", description="The sampling knob(s) to adapt: a registered knob's name, its backend keyword "
-        "('temperature', 'top_p', 'top_k', 'min_p'; metahp.KNOBS), a Knob instance with its own grid "
+        "('temperature', 'top_p', 'top_k', 'min_p'; the hyperparameters 'learning_rate' (a multiplier on the "
+        "scheduled rate), 'beta', 'epsilon': docs/hyperparameters.md; metahp.KNOBS), a Knob instance with its own grid "
         "(Temperature([0.7, 1.0])), or a tuple of them (several knobs: see combine).")
     values: Any = Field(
         None, description="The candidate grid of one knob given by name, e.g. [0.7, 1.0, 1.3]; None: the knob's "
@@ -177,6 +178,10 @@ class AdaptConfig(BaseModel):
         check_context(self.context)
         reward = self.reward if self.reward is not None else default_reward_for(self.updater, self.per)
         parts = components(self.updater, reward, self.selection, self.component_options())
+        built = [make_knob(k) for k in knobs if isinstance(k, Knob) or k in KNOBS]
+        check_hyperparameter_per(built, self.per)
+        for k in built:  # a hyperparameter knob has no likelihood to score
+            check_knob_reward(k, parts.updater, parts.reward)
         if len(knobs) == 1 and (isinstance(knobs[0], Knob) or knobs[0] in KNOBS):
             # the grid, and the updater's state on it (e.g. constant's value must be a candidate)
             parts.updater.init(make_knob(knobs[0], self.values).values)

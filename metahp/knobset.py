@@ -141,7 +141,8 @@ class KnobSet:
             self.policies = {name: meta_policy(k, updater, values, None if seed is None else seed + i, **options)
                              for i, (name, k) in enumerate(zip(names, knobs, strict=True))}
         self.names = tuple(names)
-        drawing = DRAWINGS[check_per(per)]
+        check_hyperparameter_per([p.knob for p in self.policies.values()], check_per(per))
+        drawing = DRAWINGS[per]
         if context is not None and per != "prompt":
             raise ConfigError(f"context= picks the meta-policy of each prompt's group: it needs per='prompt', not "
                               f"per={per!r}.")
@@ -533,6 +534,16 @@ class PerPrompt(_PerRow):
 
 
 DRAWINGS: dict[str, type[PerBatch]] = {d.per: d for d in (PerBatch, PerCompletion, PerPrompt)}
+
+
+def check_hyperparameter_per(knobs: Sequence[Knob], per: str) -> None:
+    """A hyperparameter knob (role "updates") takes one value per batch: every completion of the batch goes through
+    the same optimizer update, so a value per completion or per prompt would have no update of its own."""
+    hyper = [k.name for k in knobs if getattr(k, "role", None) == "updates"]
+    if hyper and per != "batch":
+        raise ConfigError(f"{hyper} change the update, not the sampling: all completions of a batch go through one "
+                          f"optimizer update, at one value. Use per='batch' (one value per generation batch), not "
+                          f"per={per!r}.")
 
 
 def check_context(context) -> tuple[str, ...]:

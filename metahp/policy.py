@@ -139,6 +139,7 @@ class GridMetaPolicy(MetaPolicy):
     def __init__(self, knob: Knob, updater: Updater, reward: Reward, selection: str = "nucleus",
                  seed: int | None = 0, nucleus_p: float = 0.7):
         check_feedback(updater, reward)
+        check_knob_reward(knob, updater, reward)
         if selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {selection!r}; valid selections: {sorted(SELECTIONS)}.")
         self.knob = knob
@@ -456,6 +457,19 @@ def check_feedback(updater: Updater, reward: Reward) -> None:
         raise ConfigError(
             f"updater {updater.name!r} learns from {updater.feedback} feedback but reward {reward.name!r} "
             f"gives {reward.kind} feedback; use reward={DEFAULT_REWARD[updater.feedback]!r} (its default).")
+
+
+def check_knob_reward(knob: Knob, updater: Updater, reward: Reward) -> None:
+    """A hyperparameter knob (role "updates": the learning rate, beta, epsilon) has no likelihood: every candidate
+    would have sampled the batch alike. Refuse a reward that scores candidates by likelihood, naming what learns."""
+    if getattr(knob, "role", None) != "updates" or not reward.needs_likelihoods:
+        return
+    bandits = sorted(name for name, factory in UPDATERS.items() if factory().feedback == "chosen")
+    rewards = sorted(name for name, cls in REWARDS.items() if cls.kind == "chosen" and not cls.needs_likelihoods)
+    raise ConfigError(f"{knob.name} is a hyperparameter knob (it changes the update, not the sampling): a completion "
+                      f"is equally likely under every candidate, so reward {reward.name!r} (updater "
+                      f"{updater.name!r}), which scores candidates by likelihood, cannot learn it. Use a bandit "
+                      f"updater {bandits} with reward {rewards}, e.g. updater='exp3'.")
 
 
 def _updater(updater, options: dict) -> tuple[Updater, dict, dict, dict]:

@@ -1,5 +1,6 @@
-"""Knobs: sampling settings metahp can adapt. One file per knob; add one ``register_knob`` line below (a truncation
-knob subclasses ``TruncationKnob``, which applies the batch's temperature first).
+"""Knobs: the settings metahp can adapt. One file per knob; add one ``register_knob`` line below (a truncation
+knob subclasses ``TruncationKnob``, which applies the batch's temperature first; a knob that changes the update
+rather than the sampling, such as the learning rate, subclasses ``HyperparameterKnob``, role "updates").
 
 ``KNOBS`` (name -> class) is the only truth every adapter and the reference trainer read: which knobs exist, their
 backend keyword, role (scales or truncates) and off value (see ``Knob``). A knob registered from outside metahp,
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 from metahp.errors import ConfigError
 from metahp.knobs.base import Knob
+from metahp.knobs.beta import Beta
+from metahp.knobs.epsilon import Epsilon
+from metahp.knobs.hyperparameter import HyperparameterKnob
+from metahp.knobs.learning_rate import LearningRate
 from metahp.knobs.min_p import MinP
 from metahp.knobs.product import ProductKnob
 from metahp.knobs.temperature import Temperature
@@ -18,7 +23,7 @@ from metahp.knobs.top_p import TopP
 from metahp.knobs.truncation import TruncationKnob
 
 KNOBS: dict[str, type[Knob]] = {}
-ROLES = ("scales", "truncates")
+ROLES = ("scales", "truncates", "updates")
 
 
 def register_knob(cls: type[Knob]) -> type[Knob]:
@@ -31,6 +36,10 @@ def register_knob(cls: type[Knob]) -> type[Knob]:
                           f"{name!r}.")
     if cls.role not in ROLES:
         raise ConfigError(f"{cls.__name__}.role must be one of {ROLES}, got {cls.role!r}.")
+    if (cls.role == "updates") != issubclass(cls, HyperparameterKnob):
+        raise ConfigError(f"{cls.__name__}: a knob that changes the update subclasses metahp.knobs.HyperparameterKnob "
+                          f"and has role 'updates' (a sampling knob has role 'scales' or 'truncates'); got role "
+                          f"{cls.role!r}.")
     if name in KNOBS and KNOBS[name] is not cls:
         raise ConfigError(f"a knob named {name!r} is registered already ({KNOBS[name].__name__}); pick another name.")
     cls(None)  # the default grid must be valid: adapters build knobs by name
@@ -38,8 +47,18 @@ def register_knob(cls: type[Knob]) -> type[Knob]:
     return cls
 
 
-for _cls in (Temperature, TopP, TopK, MinP):
+for _cls in (Temperature, TopP, TopK, MinP, LearningRate, Beta, Epsilon):
     register_knob(_cls)
+
+
+def sampling_names() -> list[str]:
+    """The registered knobs that change the sampling (role scales or truncates): what a sampler takes."""
+    return [name for name, cls in KNOBS.items() if cls.role != "updates"]
+
+
+def hyperparameter_names() -> list[str]:
+    """The registered knobs that change the update (role updates), in registration order."""
+    return [name for name, cls in KNOBS.items() if cls.role == "updates"]
 
 
 def truncation_names() -> list[str]:
@@ -64,5 +83,6 @@ def make_knob(knob: str | Knob, values=None) -> Knob:
     return KNOBS[knob](values)
 
 
-__all__ = ["KNOBS", "Knob", "MinP", "ProductKnob", "Temperature", "TopK", "TopP", "TruncationKnob",
-           "active_truncations", "make_knob", "register_knob", "truncation_names"]
+__all__ = ["KNOBS", "Beta", "Epsilon", "HyperparameterKnob", "Knob", "LearningRate", "MinP", "ProductKnob",
+           "Temperature", "TopK", "TopP", "TruncationKnob", "active_truncations", "hyperparameter_names", "make_knob",
+           "register_knob", "sampling_names", "truncation_names"]

@@ -31,7 +31,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metahp.errors import ConfigError, StateError
-from metahp.knobs import KNOBS, active_truncations
+from metahp.knobs import KNOBS, active_truncations, sampling_names
+from metahp.knobs.learning_rate import scaled_learning_rate
 from metahp.knobs.temperature import PerRowTemperature
 from metahp.rows import is_per_row
 from metahp.state import (
@@ -44,6 +45,11 @@ from metahp.state import (
     require_keys,
     write_json_atomic,
 )
+
+# The hyperparameter knobs (role "updates") this trainer applies, by the config field each stands for; the learning
+# rate knob is a multiplier on config.learning_rate (None: no field, configured as 1). A batch's knobs carry them from
+# the controller to its loss (beta, epsilon) and its optimizer steps (learning_rate).
+HYPERPARAMETER_FIELDS = {"learning_rate": None, "beta": "kl_beta", "epsilon": "clip_eps"}
 
 
 class GRPOConfig(BaseModel):
@@ -180,11 +186,20 @@ class GRPOTrainer:
                               "(several knobs go through one adapter).")
         self.controller = controller
 
+    def configured(self, name: str):
+        """A knob's value when no controller adapts it: the config's field (``HYPERPARAMETER_FIELDS`` names the
+        hyperparameters' fields; the learning-rate multiplier is 1), else the knob's off value (a knob registered
+        outside metahp has no field)."""
+        if name in HYPERPARAMETER_FIELDS:
+            field = HYPERPARAMETER_FIELDS[name]
+            return KNOBS[name].off_value if field is None else getattr(self.config, field)
+        return getattr(self.config, name, KNOBS[name].off_value)
+
     def knobs(self, context: BatchContext | None = None) -> dict[str, float]:
-        """Every registered knob's value for the next batch (metahp.knobs.KNOBS): the controller's where it adapts
-        the knob, else the config's, else the knob's off value (a knob registered outside metahp has no field)."""
+        """Every registered sampling knob's value for the next batch (metahp.knobs.KNOBS), and the hyperparameters
+        the controller adapts: the controller's where it adapts the knob, else ``configured``."""
         cfg = self.config
-        knobs = {name: getattr(cfg, name, cls.off_value) for name, cls in KNOBS.items()}
+        knobs = {name: self.configured(name) for name in sampling_names()}
         if self.controller is not None:
             knobs.update(self.controller.knobs_for_next_batch(context))
         rows = cfg.prompts_per_step * cfg.num_generations
@@ -228,7 +243,7 @@ class GRPOTrainer:
         truncating = bool(active_truncations(knobs))
         # Every registered knob, as generate takes it (top_k 0 and min_p None switch those off).
         sampling = {name: cls.backend_value(knobs.get(name, cls.off_value)) for name, cls in KNOBS.items()
-                    if not is_per_row(knobs.get(name))}
+                    if cls.role != "updates" and not is_per_row(knobs.get(name))}
         processors = []
         if is_per_row(knobs.get("temperature")):
             # One temperature per completion: generate samples at T = 1 after this processor, which transformers
@@ -303,14 +318,18 @@ class GRPOTrainer:
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
         return self.sampling_logprobs(logits[:, :-1], rollout)
 
-    def loss(self, new_logp, old_logp, ref_logp, advantages, mask) -> torch.Tensor:
-        """Clipped policy-ratio loss averaged over completion tokens, plus beta * k3 KL to the reference."""
+    def loss(self, new_logp, old_logp, ref_logp, advantages, mask, knobs: dict | None = None) -> torch.Tensor:
+        """Clipped policy-ratio loss averaged over completion tokens, plus beta * k3 KL to the reference; beta and
+        the clip range epsilon are the batch's ``knobs`` where a controller adapts them, else the config's."""
+        knobs = knobs or {}
+        eps = knobs.get("epsilon", self.config.clip_eps)
+        beta = knobs.get("beta", self.config.kl_beta)
         ratio = torch.exp(new_logp - old_logp)
         adv = advantages.unsqueeze(1)
-        per_token = -torch.min(ratio * adv, ratio.clamp(1 - self.config.clip_eps, 1 + self.config.clip_eps) * adv)
-        if ref_logp is not None and self.config.kl_beta > 0:
+        per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+        if ref_logp is not None and beta > 0:
             delta = ref_logp - new_logp
-            per_token = per_token + self.config.kl_beta * (torch.exp(delta) - delta - 1)
+            per_token = per_token + beta * (torch.exp(delta) - delta - 1)
         mask = mask.float()
         return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
@@ -324,11 +343,14 @@ class GRPOTrainer:
         losses = []
         for _ in range(self.config.epochs):
             new_logp = self.completion_logprobs(self.model, rollout)
-            loss = self.loss(new_logp, old_logp, ref_logp, rollout.advantages, rollout.completion_mask)
+            loss = self.loss(new_logp, old_logp, ref_logp, rollout.advantages, rollout.completion_mask,
+                             rollout.knobs)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-            self.optimizer.step()
+            # the batch's learning-rate multiplier (1 unless adapted) on the configured rate, for this step only
+            with scaled_learning_rate(self.optimizer, rollout.knobs.get("learning_rate", 1.0)):
+                self.optimizer.step()
             losses.append(float(loss.detach()))
         return float(np.mean(losses))
 

@@ -35,12 +35,15 @@ from metahp.testing.adapters import (
     knob_of_copy,
 )
 from metahp.testing.checks import (
+    HYPERPARAMETER_KNOB_CHECKS,
     KNOB_CHECKS,
     REWARD_CHECKS,
     UPDATER_CHECKS,
     check_knob,
     check_knob_chunking,
+    check_knob_domain,
     check_knob_grid,
+    check_knob_has_no_likelihood,
     check_knob_masking,
     check_knob_matches_sampler,
     check_knob_no_graph,
@@ -68,14 +71,15 @@ from metahp.testing.checks import (
 )
 
 __all__ = [
-    "ADAPTER_CHECKS", "DRIVEN_CHECKS", "KNOB_CHECKS", "REWARD_CHECKS", "UPDATER_CHECKS", "check_adapter",
-    "check_adapter_copies", "check_adapter_detach", "check_adapter_no_extra_forward", "check_adapter_resumes",
-    "check_adapter_sampled_as_scored", "check_adapter_state_round_trip", "check_knob", "check_knob_chunking",
-    "check_knob_grid", "check_knob_masking", "check_knob_matches_sampler", "check_knob_no_graph",
-    "check_knob_normalised", "check_knob_output", "check_knob_registry", "check_policy_json_round_trip",
-    "check_reward", "check_reward_interface", "check_reward_json_round_trip", "check_reward_output",
-    "check_reward_purity", "check_reward_state", "check_reward_zero_advantages", "check_updater",
-    "check_updater_determinism", "check_updater_distribution", "check_updater_interface",
-    "check_updater_json_round_trip", "check_updater_learns", "check_updater_policy_round_trip",
-    "check_updater_purity", "check_updater_state", "check_updater_zero_advantages", "knob_of_copy"
+    "ADAPTER_CHECKS", "DRIVEN_CHECKS", "HYPERPARAMETER_KNOB_CHECKS", "KNOB_CHECKS", "REWARD_CHECKS", "UPDATER_CHECKS",
+    "check_adapter", "check_adapter_copies", "check_adapter_detach", "check_adapter_no_extra_forward",
+    "check_adapter_resumes", "check_adapter_sampled_as_scored", "check_adapter_state_round_trip", "check_knob",
+    "check_knob_chunking", "check_knob_domain", "check_knob_grid", "check_knob_has_no_likelihood", "check_knob_masking",
+    "check_knob_matches_sampler", "check_knob_no_graph", "check_knob_normalised", "check_knob_output",
+    "check_knob_registry", "check_policy_json_round_trip", "check_reward", "check_reward_interface",
+    "check_reward_json_round_trip", "check_reward_output", "check_reward_purity", "check_reward_state",
+    "check_reward_zero_advantages", "check_updater", "check_updater_determinism", "check_updater_distribution",
+    "check_updater_interface", "check_updater_json_round_trip", "check_updater_learns",
+    "check_updater_policy_round_trip", "check_updater_purity", "check_updater_state", "check_updater_zero_advantages",
+    "knob_of_copy",
 ]

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from metahp.errors import StateError
-from metahp.knobs import Knob, Temperature
+from metahp.errors import ConfigError, StateError
+from metahp.knobs import HyperparameterKnob, Knob, Temperature
 from metahp.rewards import Batch, Reward, RewardImprovement, TrajectoryLikelihood
 from metahp.rewards.base import FEEDBACK_KINDS
 from metahp.selection import SELECTIONS
@@ -529,9 +529,74 @@ KNOB_CHECKS = (check_knob_registry, check_knob_grid, check_knob_normalised, chec
                check_knob_masking, check_knob_no_graph, check_knob_matches_sampler)
 
 
+@_named
+def check_knob_has_no_likelihood(knob: Knob, *, vocab: int = 37, batch: int = 3, length: int = 5,
+                                 seed: int = 0) -> None:
+    """A hyperparameter knob (role "updates") refuses to score completions: ``sequence_logprobs`` and
+    ``token_logprobs`` raise a ConfigError (every candidate sampled the batch alike, so there is nothing to score),
+    and ``meta_policy`` refuses it with a reward that needs likelihoods."""
+    from metahp.policy import meta_policy
+
+    logits, tokens, mask, _ = _knob_inputs(vocab, batch, length, seed)
+    _ensure(knob.role == "updates", f"role is {knob.role!r}, not 'updates'")
+    for what, call in (("sequence_logprobs", lambda: knob.sequence_logprobs(logits, tokens, mask)),
+                       ("token_logprobs", lambda: knob.token_logprobs(logits[0], tokens[0]))):
+        try:
+            call()
+        except ConfigError:
+            continue
+        except Exception as err:  # noqa: BLE001  a crash is not the clear refusal the check asks for
+            _ensure(False, f"{what} raised {type(err).__name__}: {err}, not a ConfigError")
+        _ensure(False, f"{what} returned likelihoods; a hyperparameter has none: raise a ConfigError")
+    try:
+        meta_policy(knob, "tampo", seed=seed)
+    except ConfigError:
+        return
+    _ensure(False, "meta_policy(knob, 'tampo') accepted a reward that needs likelihoods")
+
+
+@_named
+def check_knob_domain(knob: Knob, *, vocab: int = 37, batch: int = 3, length: int = 5, seed: int = 0) -> None:
+    """A hyperparameter knob's candidates lie in its declared domain (``lower``, ``upper``, open or closed); a value
+    just outside each finite end is refused with a ConfigError, the end itself accepted where the interval is
+    closed."""
+    _ensure(isinstance(knob, HyperparameterKnob), f"not a HyperparameterKnob but a {type(knob).__name__}")
+    cls = type(knob)
+    for v in knob.values:
+        _ensure(cls.lower <= v <= cls.upper and not (cls.lower_open and v == cls.lower)
+                and not (cls.upper_open and v == cls.upper), f"candidate {v} lies outside {cls.domain()}")
+    for end, is_open, outward in ((cls.lower, cls.lower_open, -1), (cls.upper, cls.upper_open, 1)):
+        if not math.isfinite(end):
+            continue
+        outside = end + outward * max(1e-6, abs(end) * 1e-6)
+        try:
+            knob.check_value(outside)
+        except ConfigError:
+            pass
+        else:
+            _ensure(False, f"check_value({outside:g}) accepted a value outside {cls.domain()}")
+        if is_open:
+            try:
+                knob.check_value(end)
+            except ConfigError:
+                continue
+            _ensure(False, f"check_value({end:g}) accepted the open end of {cls.domain()}")
+        else:
+            try:
+                knob.check_value(end)
+            except ConfigError as err:
+                _ensure(False, f"check_value({end:g}) refused the closed end of {cls.domain()}: {err}")
+
+
+# A hyperparameter knob changes the update, not the sampling: no likelihood, so the likelihood checks do not apply.
+HYPERPARAMETER_KNOB_CHECKS = (check_knob_registry, check_knob_grid, check_knob_domain, check_knob_has_no_likelihood)
+
+
 def check_knob(knob: Knob, vocab: int = 37, batch: int = 3, length: int = 5, seed: int = 0) -> None:
-    """Run every knob check (``KNOB_CHECKS``, in that order); the first failure is raised."""
-    for check in KNOB_CHECKS:
+    """Run every knob check in order (``KNOB_CHECKS``; for a hyperparameter knob, role "updates",
+    ``HYPERPARAMETER_KNOB_CHECKS``); the first failure is raised."""
+    checks = HYPERPARAMETER_KNOB_CHECKS if getattr(knob, "role", None) == "updates" else KNOB_CHECKS
+    for check in checks:
         check(knob, vocab=vocab, batch=batch, length=length, seed=seed)
 
 
