@@ -90,7 +90,7 @@ def test_every_check_is_exported_and_listed():
     import metahp.testing as kit
 
     listed = {c.__name__ for c in UPDATER_CHECKS + KNOB_CHECKS + kit.HYPERPARAMETER_KNOB_CHECKS + REWARD_CHECKS
-              + ADAPTER_CHECKS + kit.DRIVEN_CHECKS}
+              + ADAPTER_CHECKS + kit.DRIVEN_CHECKS + kit.HYPERPARAMETER_DRIVEN_CHECKS}
     public = {name for name in kit.__all__ if name.startswith("check_") and name.count("_") > 1}
     assert public - listed == {"check_policy_json_round_trip"}  # run through check_updater_policy_round_trip
     assert listed <= public

@@ -12,6 +12,7 @@ step; ``LearningRateScale`` does it for every step of an optimizer.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -58,6 +59,7 @@ class LearningRateScale:
         self._own = vars(optimizer).get("step")  # a step set on the instance before us (a scheduler's counter)
         original = optimizer.step
 
+        @functools.wraps(original)  # keeps what an LR scheduler marked on the step it wrapped (_wrapped_by_lr_sched)
         def step(*args, **kwargs):
             with scaled_learning_rate(optimizer, self.multiplier):
                 self.lr_last = float(optimizer.param_groups[0]["lr"])

@@ -25,6 +25,7 @@ dependency: importing ``metahp.testing`` does not import it).
 from metahp.testing.adapters import (
     ADAPTER_CHECKS,
     DRIVEN_CHECKS,
+    HYPERPARAMETER_DRIVEN_CHECKS,
     check_adapter,
     check_adapter_copies,
     check_adapter_detach,
@@ -32,6 +33,7 @@ from metahp.testing.adapters import (
     check_adapter_resumes,
     check_adapter_sampled_as_scored,
     check_adapter_state_round_trip,
+    check_adapter_stepped_as_credited,
     knob_of_copy,
 )
 from metahp.testing.checks import (
@@ -71,10 +73,11 @@ from metahp.testing.checks import (
 )
 
 __all__ = [
-    "ADAPTER_CHECKS", "DRIVEN_CHECKS", "HYPERPARAMETER_KNOB_CHECKS", "KNOB_CHECKS", "REWARD_CHECKS", "UPDATER_CHECKS",
-    "check_adapter", "check_adapter_copies", "check_adapter_detach", "check_adapter_no_extra_forward",
-    "check_adapter_resumes", "check_adapter_sampled_as_scored", "check_adapter_state_round_trip", "check_knob",
-    "check_knob_chunking", "check_knob_domain", "check_knob_grid", "check_knob_has_no_likelihood", "check_knob_masking",
+    "ADAPTER_CHECKS", "DRIVEN_CHECKS", "HYPERPARAMETER_DRIVEN_CHECKS", "HYPERPARAMETER_KNOB_CHECKS", "KNOB_CHECKS",
+    "REWARD_CHECKS", "UPDATER_CHECKS", "check_adapter", "check_adapter_copies", "check_adapter_detach",
+    "check_adapter_no_extra_forward", "check_adapter_resumes", "check_adapter_sampled_as_scored",
+    "check_adapter_state_round_trip", "check_adapter_stepped_as_credited", "check_knob", "check_knob_chunking",
+    "check_knob_domain", "check_knob_grid", "check_knob_has_no_likelihood", "check_knob_masking",
     "check_knob_matches_sampler", "check_knob_no_graph", "check_knob_normalised", "check_knob_output",
     "check_knob_registry", "check_policy_json_round_trip", "check_reward", "check_reward_interface",
     "check_reward_json_round_trip", "check_reward_output", "check_reward_purity", "check_reward_state",

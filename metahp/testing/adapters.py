@@ -9,6 +9,10 @@ per batch and one per completion, trains a step or two, and checks what matters 
 - no extra forward pass ran outside generation (``check_adapter_no_extra_forward``);
 - detach gives the user's values back (``check_adapter_detach``).
 
+A hyperparameter knob changes the update, not the sampling: in mode "hyperparameter" (the learning-rate multiplier)
+``check_adapter_stepped_as_credited`` takes the place of the sampling check: every optimizer step ran at the
+multiplier the meta-update credits, times the rate the same step has without metahp.
+
 The probe reads sampling from the trainer's transformers models: the temperature ``generate`` was called with
 (a keyword, or its ``generation_config``) times any per-row ``PerRowTemperature`` processor it was given.
 """
@@ -32,6 +36,7 @@ DRIVE = {
     "batch": dict(knob="temperature", updater="tampo", values=[0.5, 2.0], nucleus_p=1.0, seed=0),
     "completion": dict(knob="temperature", per="completion", updater="softmax_gradient", reward="informativeness",
                        values=[0.5, 2.0], seed=0),
+    "hyperparameter": dict(knob="learning_rate", updater="exp3", values=[0.5, 2.0], seed=0),
 }
 
 
@@ -129,6 +134,7 @@ class _Probe:
     def __init__(self):
         self.sampled: list[list[float]] = []
         self.scored: list[Any] = []
+        self.used: list[dict] = []  # every meta-update's ``used`` (the batch's settings, hyperparameters included)
         self.forwards = 0
         self._generating = self._updating = 0
 
@@ -185,6 +191,7 @@ class _Probe:
         def spied(*args, **kwargs):
             if not self._updating:  # update_from_logits calls update: one batch, recorded once
                 self.scored.append((kwargs.get("used") or {}).get("temperature"))
+                self.used.append(dict(kwargs.get("used") or {}))
             self._updating += 1
             try:
                 return update(*args, **kwargs)
@@ -219,6 +226,56 @@ def check_adapter_sampled_as_scored(make_trainer: Callable, run: Callable, attac
         _ensure(len(want) == len(sampled) and np.allclose(sampled, want, rtol=1e-6, atol=0),
                 f"batch {i}: completions were sampled at temperatures {sampled[:8]} but scored as sampled at "
                 f"{want[:8]}")
+    check_adapter_copies(adapter)
+
+
+@contextlib.contextmanager
+def _optimizer_steps() -> Iterator[list[float]]:
+    """The learning rate of the first parameter group at every optimizer step taken in the block (any optimizer)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    rates: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda optimizer, args, kwargs:
+                                              rates.append(float(optimizer.param_groups[0]["lr"])))
+    try:
+        yield rates
+    finally:
+        handle.remove()
+
+
+def _runs(values: list[float]) -> list[float]:
+    """Consecutive repeats merged: [2, 2, 0.5, 0.5, 2] -> [2, 0.5, 2]."""
+    return [v for i, v in enumerate(values) if i == 0 or not np.isclose(v, values[i - 1], rtol=1e-6, atol=0)]
+
+
+@_named
+def check_adapter_stepped_as_credited(make_trainer: Callable, run: Callable, attach=None, settings=None,
+                                      steps: int = 2) -> None:
+    """The learning-rate multiplier reached the optimizer: the same training runs without and with metahp (adapting
+    ``learning_rate``), and at every optimizer step the rate with metahp over the rate without is the multiplier the
+    meta-update credited for that batch (the runs of equal values in order: every batch must take a step). A
+    multiplier the adapter draws but never applies (ratio 1), or applies to the wrong batch, fails."""
+    settings = settings or {}
+    _ensure("learning_rate" in (settings.get("knob") if isinstance(settings.get("knob"), tuple)
+                                else (settings.get("knob"),)), f"settings adapt {settings.get('knob')!r}, not "
+                                                               f"'learning_rate'")
+    rates, credited = [], []
+    for with_metahp in (False, True):
+        trainer = make_trainer()
+        adapter = _attach(trainer, attach, settings) if with_metahp else None
+        with _Probe().watching(trainer, adapter) as probe, _optimizer_steps() as stepped:
+            run(trainer, steps)
+        rates.append(stepped)
+        credited = [float(used["learning_rate"]) for used in probe.used if "learning_rate" in used]
+    without, with_ = rates
+    _ensure(credited, "no meta-update was told the batch's learning_rate (used['learning_rate'])")
+    _ensure(with_ and len(with_) == len(without), f"{len(with_)} optimizer steps with metahp, {len(without)} "
+                                                  f"without: drive a run whose every batch takes a step")
+    ratios = [a / b for a, b in zip(with_, without, strict=True)]
+    same = len(_runs(ratios)) == len(_runs(credited)) and np.allclose(_runs(ratios), _runs(credited), rtol=1e-6,
+                                                                      atol=0)
+    _ensure(same, f"the optimizer stepped at {[f'{r:.4g}' for r in ratios[:8]]} times the unadapted rate, but the "
+                  f"meta-updates credited multipliers {credited[:8]}")
     check_adapter_copies(adapter)
 
 
@@ -272,6 +329,9 @@ def check_adapter_detach(make_trainer: Callable, run: Callable, attach=None, set
 
 DRIVEN_CHECKS = (check_adapter_sampled_as_scored, check_adapter_resumes, check_adapter_no_extra_forward,
                  check_adapter_detach)
+# Mode "hyperparameter": the learning rate changes the update, not the sampling.
+HYPERPARAMETER_DRIVEN_CHECKS = (check_adapter_stepped_as_credited, check_adapter_resumes,
+                                check_adapter_no_extra_forward, check_adapter_detach)
 
 
 ADAPTER_CHECKS = (check_adapter_copies, check_adapter_state_round_trip)
@@ -285,7 +345,8 @@ def check_adapter(target, run: Callable | None = None, *, attach: Callable | Non
 
     make_trainer: () -> a fresh trainer (the same every call: seeded); run(trainer, steps): train it for ``steps``
     generation batches; attach(trainer, **settings) -> adapter (default ``metahp.adapt``); modes: the drawing modes
-    to drive, with ``DRIVE``'s settings (``settings`` updates them, e.g. {"seed": 1})."""
+    to drive, with ``DRIVE``'s settings (``settings`` updates them, e.g. {"seed": 1}); mode "hyperparameter" adapts
+    the learning-rate multiplier and runs ``HYPERPARAMETER_DRIVEN_CHECKS``."""
     if run is None:
         for check in ADAPTER_CHECKS:
             check(target)
@@ -293,7 +354,7 @@ def check_adapter(target, run: Callable | None = None, *, attach: Callable | Non
     trainers = _Trainers(target)
     for mode in modes:
         drive = {**DRIVE[mode], **(settings or {})}
-        for check in DRIVEN_CHECKS:
+        for check in HYPERPARAMETER_DRIVEN_CHECKS if mode == "hyperparameter" else DRIVEN_CHECKS:
             check(trainers, run, attach, drive, steps)
 
 
