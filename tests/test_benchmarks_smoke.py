@@ -47,3 +47,16 @@ def test_per_row_cost_smoke():
     counts = result["forwards_outside_generation_per_step"]
     assert set(counts["per_batch"]) <= {0, 2} and set(counts["per_completion"]) <= {0, 2}
     assert result["per_completion_over_per_batch"] > 0
+
+
+def test_lr_probe_uses_the_tuning_seeds_only(monkeypatch):
+    import sys
+
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("lr_probe", BENCH / "lr_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "lr_probe", module)  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit, match="tuning seeds 10-14"):
+        module.main(module.Args(seeds=[0, 10]))
