@@ -1,23 +1,21 @@
 """metahp on TRL's GRPOTrainer: ``adapter = metahp.adapt(trainer)`` learns sampling knobs online (docs/trl.md).
 
 Knobs: the temperature (default), one truncation (top_p, top_k, min_p), or the temperature with one truncation,
-factored or as a product (``combine="product"``). At every training generation (TRL's
-``_generate_and_score_completions``, wrapped):
+factored or as a product; and the update's hyperparameters (``trl_hyperparameters``). At every training generation
+(TRL's ``_generate_and_score_completions``, wrapped):
 
 1. before: draw each knob's value and write it to EVERY copy TRL keeps (``trainer.<knob>``, ``generation_config``
-   and ``generation_kwargs`` for transformers, ``vllm_generation`` for vLLM, and for the temperature the value
-   frozen in the fused LM head of the policy and the reference model, so that old, reference and loss log-probs
-   are computed at T); a buffered batch is trained with the values it was sampled with;
+   and ``generation_kwargs``, ``vllm_generation``, and the temperature frozen in the fused LM head of the policy
+   and the reference model, so that old, reference and loss log-probs are computed at T);
 2. TRL generates, scores and computes advantages as usual (no extra generation);
 3. after: the meta-update from that batch (likelihoods captured during generate, or one no-grad forward of the
    non-zero-advantage rows), gathered across ranks so that all make the same update and the same next draw.
    Metrics go to TRL's metrics buffer; the state is saved as ``metahp_state.json`` in every checkpoint.
 
 ``per="completion"``: one temperature per completion. Every copy stays at 1; generate gets a per-row logits
-processor (vLLM colocate: one SamplingParams per prompt); the batch carries each row's temperature to the loss;
-TRL's log-prob forwards scale row b's hidden states by 1 / t[b] ahead of the fused head (exact without a head
-bias or soft-capping, checked at attach). Evaluation uses the user's values (or ``eval_value=``).
-
+processor (vLLM colocate: one SamplingParams per prompt); the batch carries each row's temperature to the loss,
+whose log-prob forwards scale row b's hidden states by 1 / t[b] ahead of the fused head (checked at attach).
+Evaluation uses the user's values (or ``eval_value=``).
 Every TRL-private name is reached through ``trl_1_16``; the machinery any adapter needs is ``kit``'s.
 
 >>> adapter = metahp.adapt(trainer, "temperature", "tampo")      # doctest: +SKIP
@@ -35,11 +33,11 @@ import torch
 
 from metahp.errors import ConfigError
 from metahp.knobs import KNOBS, Knob, hyperparameter_names, sampling_names, truncation_names
-from metahp.knobs.learning_rate import LearningRateScale
 from metahp.knobset import KnobSet
 
 from . import kit
 from . import trl_1_16 as trl_compat
+from . import trl_hyperparameters as trl_hyper
 from .capture import capturing, sequence_logprobs
 
 SUPPORTED_TRL = trl_compat.SUPPORTED_TRL
@@ -57,19 +55,13 @@ def supports(trainer) -> bool:
 
 def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
            likelihoods="auto", combine="factored", per="batch", **options) -> TRLAdapter:
-    """Attach meta-policies over ``knob`` to a ``trl.GRPOTrainer`` (the fields are metahp.config.AdaptConfig's).
-
-    likelihoods: "generate" (the logits transformers' generate sampled from, captured step by step: no extra
-        forward; TRL's plain transformers path only), "forward" (one no-grad forward over the non-zero-advantage
-        rows: any backend, vLLM included) or "auto" (generate where possible, else forward).
-    eval_value: the knob's value for evaluation generations ({name: value} with several knobs); None keeps the
-        user's configured value.
-    """
+    """Attach meta-policies over ``knob`` to a ``trl.GRPOTrainer``; the fields, ``likelihoods`` and ``eval_value``
+    (TRL's adapter options) included, are metahp.config.AdaptConfig's, documented there."""
     return TRLAdapter(trainer, knob=knob, updater=updater, values=values, seed=seed, eval_value=eval_value,
                       likelihoods=likelihoods, combine=combine, per=per, **options)
 
 
-class TRLAdapter(kit.KitAdapter):
+class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
     """The meta-policies wired into one GRPOTrainer (values, copies, history and state: ``kit.KitAdapter``)."""
 
     who = "TRL adapter"
@@ -103,7 +95,7 @@ class TRLAdapter(kit.KitAdapter):
                               f"'within_group_advantage', or updater='uniform'), not {knobset.policy.reward.name!r}, "
                               f"which needs likelihoods per candidate (the reference trainer, metahp.lab.grpo, has).")
         for name in names:
-            (_check_hyperparameter if name in hyperparameter_names() else _check_trainer)(trainer, name)
+            (trl_hyper.check_hyperparameter if name in hyperparameter_names() else _check_trainer)(trainer, name)
         _check_settings(trainer, [n for n in names if n in sampling_names()], knobset.needs_likelihoods)
         if getattr(trainer, "_metahp_adapter", None) is not None:
             raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
@@ -118,10 +110,7 @@ class TRLAdapter(kit.KitAdapter):
         self.processes = kit.Processes.of_accelerator(trainer.accelerator)
         # The log-prob temperature lives in closures of TRL's fused LM head: found once, written per batch.
         cells = trl_compat.fused_temperature_cells(trainer) if "temperature" in names else []
-        self.learning_rate_scale: LearningRateScale | None = None  # on trainer.optimizer, built in train()
-        self._learning_rate_multiplier = 1.0
-        for name in (n for n in names if n in hyperparameter_names()):
-            self._hyperparameter_copies(trainer, name)
+        self._init_hyperparameters(trainer, [n for n in names if n in hyperparameter_names()])
         for name in (n for n in names if n in sampling_names()):
             self.copies.attribute(name, f"trainer.{name}", trainer)  # for user code; TRL 1.16 ignores it at run time
             for attr in ("generation_config", "vllm_generation"):  # transformers generate; vLLM's SamplingParams
@@ -147,36 +136,6 @@ class TRLAdapter(kit.KitAdapter):
         self._wrapped = trl_compat.Wrapped(trainer, replacements)
         trainer._metahp_adapter = self
         self._warn(trainer, names)
-
-    def _hyperparameter_copies(self, trainer, name: str) -> None:
-        """Every copy TRL keeps of a hyperparameter: the attributes its loss reads at run time
-        (``trl_1_16.RUN_TIME_HYPERPARAMETERS``; epsilon_high only where the run is symmetric, epsilon_high unset) and
-        the GRPOConfig field, for user code and callbacks; the learning-rate multiplier is held here and applied to
-        every optimizer step (``LearningRateScale``, on the optimizer transformers builds in train())."""
-        if name == "learning_rate":
-            self.copies.add(name, "optimizer.learning_rate", lambda: self._learning_rate_multiplier,
-                            self._set_learning_rate_multiplier)
-            return
-        for attr in trl_compat.RUN_TIME_HYPERPARAMETERS[name]:
-            if attr == "epsilon_high" and trainer.args.epsilon_high is not None:
-                continue  # an asymmetric run (DAPO's clip-higher) keeps its own upper bound
-            self.copies.attribute(name, f"trainer[{attr}].{name}", trainer, attr)
-        self.copies.attribute(name, f"args.{name}", trainer.args)
-
-    def _set_learning_rate_multiplier(self, multiplier: float) -> None:
-        self._learning_rate_multiplier = float(multiplier)
-        if self.learning_rate_scale is not None:
-            self.learning_rate_scale.multiplier = self._learning_rate_multiplier
-
-    def _scale_learning_rate(self) -> None:
-        """Hook the multiplier onto the optimizer transformers built for this train() (once per optimizer)."""
-        optimizer = getattr(self.trainer, "optimizer", None)
-        if optimizer is None or (self.learning_rate_scale is not None
-                                 and self.learning_rate_scale.optimizer is optimizer):
-            return
-        if self.learning_rate_scale is not None:
-            self.learning_rate_scale.remove()
-        self.learning_rate_scale = LearningRateScale(optimizer, self._learning_rate_multiplier)
 
     def _warn(self, trainer, names) -> None:
         if "temperature" in names and getattr(trainer.args, "use_adaptive_entropy", False):
@@ -216,9 +175,7 @@ class TRLAdapter(kit.KitAdapter):
         """Undo ``attach``: TRL's own methods come back and every copy the user's value. Detach between
         generations: a batch already buffered was scored at its rows' values and would be trained without them."""
         self._wrapped.restore()
-        if self.learning_rate_scale is not None:
-            self.learning_rate_scale.remove()
-            self.learning_rate_scale = None
+        self._remove_learning_rate_scale()
         if self.row_scaler is not None:
             self.row_scaler.remove()
             self.row_scaler = None
@@ -406,10 +363,8 @@ def _supported_knobs(trainer) -> list[str]:
 def _config_value(trainer, name: str):
     """The value TRL uses when metahp does not set it: for a sampling knob, generation_kwargs overrides the named
     field; a hyperparameter's is what the loss reads (the learning-rate multiplier: 1)."""
-    if name == "learning_rate":
-        return KNOBS[name].off_value
-    if name in trl_compat.RUN_TIME_HYPERPARAMETERS:
-        return float(getattr(trainer, trl_compat.RUN_TIME_HYPERPARAMETERS[name][0]))
+    if name in hyperparameter_names():
+        return trl_hyper.configured_value(trainer, name)
     kwargs = trainer.args.generation_kwargs or {}
     value = kwargs[name] if name in kwargs else getattr(trainer, name, getattr(trainer.args, name, None))
     out = kit.backend_value(name, value)
@@ -423,24 +378,6 @@ def _check_settings(trainer, names: list[str], likelihoods: bool) -> None:
     if getattr(trainer.args, "repetition_penalty", 1.0) != 1.0:
         extra["repetition_penalty"] = trainer.args.repetition_penalty
     kit.check_sampling_settings(configured, extra, names, likelihoods, "GRPOConfig (and its generation_kwargs)")
-
-
-def _check_hyperparameter(trainer, knob: str) -> None:
-    """What a hyperparameter needs of the run, refused at attach: a reference model for beta, a clipped loss for
-    epsilon, an optimizer metahp can scale for the learning rate."""
-    args = trainer.args
-    if knob == "beta" and float(trainer.beta) == 0.0:
-        raise ConfigError("adapting beta needs a reference model, which TRL builds only when GRPOConfig.beta > 0 at "
-                          "start-up (beta = 0 builds none and skips the reference log-probs); set beta > 0 in "
-                          "GRPOConfig (e.g. 0.04). A candidate beta of 0 then switches the KL term off for a batch.")
-    if knob == "epsilon" and getattr(args, "loss_type", "grpo") not in trl_compat.CLIPPED_LOSSES:
-        raise ConfigError(f"loss_type={args.loss_type!r} does not clip the ratio to [1 - epsilon, 1 + epsilon], so "
-                          f"epsilon means something else there (or nothing); adapt epsilon with a clipped loss "
-                          f"{list(trl_compat.CLIPPED_LOSSES)}.")
-    if knob == "learning_rate" and getattr(trainer, "is_deepspeed_enabled", False):
-        raise ConfigError("adapting the learning rate with DeepSpeed is not supported: DeepSpeed steps its own "
-                          "optimizer and scheduler inside the engine, where metahp's multiplier does not reach. Use "
-                          "FSDP or plain DDP, or leave learning_rate out of knob=.")
 
 
 def _check_trainer(trainer, knob: str) -> None:
