@@ -24,6 +24,7 @@ Launch: ``python -m metahp.integrations.verl <main_ppo overrides> +metahp.per=co
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from typing import Any
@@ -333,7 +334,7 @@ def main(argv=None) -> None:
     build_knobset(overrides, **config.attach_options(ADAPTER_OPTIONS))  # the knob layer's checks and the refusals
     verl_compat.check_version()
     module, name = verl_compat.TASK_RUNNER
-    setattr(sys.modules.get(module) or __import__(module, fromlist=[name]), name, _task_runner())
+    setattr(importlib.import_module(module), name, _task_runner())  # main_ppo imports it at call time
     sys.argv = [sys.argv[0], *argv]
     verl_compat.resolve(verl_compat.MAIN)()
 

@@ -51,7 +51,8 @@ class HyperparameterKnob(Knob):
     def token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         raise ConfigError(f"{self.name} is a hyperparameter knob: it changes the update, not the sampling, so a "
                           f"completion is equally likely under every candidate and has no likelihood to score. Learn "
-                          f"it from rewards (updater='exp3', 'sw_ucb' or 'thompson' with reward='reward_improvement').")
+                          f"it from rewards (updater='exp3', 'sliding_window_ucb' or 'thompson' with "
+                          f"reward='reward_improvement').")
 
     def sequence_logprobs(self, logits, tokens, mask, *, given=None, chunk_elements=0) -> torch.Tensor:
         return self.token_logprobs(logits, tokens)

@@ -241,9 +241,9 @@ class GRPOTrainer:
         enc = self._encode(prompts)
         self.model.eval()
         truncating = bool(active_truncations(knobs))
-        # Every registered knob, as generate takes it (top_k 0 and min_p None switch those off).
-        sampling = {name: cls.backend_value(knobs.get(name, cls.off_value)) for name, cls in KNOBS.items()
-                    if cls.role != "updates" and not is_per_row(knobs.get(name))}
+        # Every registered sampling knob, as generate takes it (top_k 0 and min_p None switch those off).
+        sampling = {name: KNOBS[name].backend_value(knobs.get(name, KNOBS[name].off_value))
+                    for name in sampling_names() if not is_per_row(knobs.get(name))}
         processors = []
         if is_per_row(knobs.get("temperature")):
             # One temperature per completion: generate samples at T = 1 after this processor, which transformers
