@@ -17,7 +17,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "learning"
-TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill", "word_arithmetic")
+# mixed: two prompt families with different best temperatures (issue 20, item 3); mixed.<family>: one family alone
+TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill", "mixed", "mixed.reverse", "mixed.sign",
+         "word_arithmetic")
 FIXED = (0.6, 0.8, 1.0, 1.2, 1.5)
 UPDATERS = ("tampo", "softmax_gradient", "exp3", "sliding_window_ucb", "thompson")
 PER_COMPLETION = {"per": "completion", "values": list(FIXED)}
@@ -66,6 +68,11 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("prompt_erpo", "rule", options={"base": 1.0, "hot": 1.2}),
     Strategy("prompt_informative", "metahp", updater="softmax_gradient",
              options={"per": "prompt", "values": list(FIXED), "reward": "informativeness"}),
+    # One temperature per prompt family, read from the prompt (tasks with families: mixed): a meta-policy per family
+    # learned from informativeness, at softmax_gradient's default lr and at the tuning candidates' (seeds 10-14).
+    *(Strategy(f"prompt_family{suffix}", "metahp", updater="softmax_gradient",
+               options={"per": "prompt", "values": list(FIXED), "reward": "informativeness", "context": "family",
+                        **extra}) for suffix, extra in (("", {}), ("_lr0.25", {"lr": 0.25}), ("_lr4", {"lr": 4.0}))),
 )}
 
 
@@ -227,7 +234,12 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
 
         trainer.attach(ERPO(**strategy.options))
     elif strategy.kind == "metahp":  # default grid 0.6..1.5
-        metahp.adapt(trainer, knob="temperature", updater=strategy.updater, **strategy.options)
+        options = dict(strategy.options)
+        if options.get("context") == "family":  # a meta-policy per prompt family, read from each prompt's text
+            if not hasattr(task, "family_context"):
+                raise ValueError(f"{strategy_name} needs a task with prompt families (mixed), not {task_name}")
+            options["context"] = task.family_context()
+        metahp.adapt(trainer, knob="temperature", updater=strategy.updater, **options)
 
     # train
     start = time.perf_counter()
@@ -270,13 +282,14 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             "zero_advantage_groups": [m.get("zero_advantage_groups") for m in history],
         },
     }
-    if adapted and strategy.options.get("per") == "prompt":  # one meta-policy per pass-rate bucket
+    if adapted and strategy.options.get("per") == "prompt":  # one meta-policy per context: bucket or family
         from metahp.knobset import BUCKETS
 
+        labels = tuple(options["context"].labels) if options.get("context") is not None else BUCKETS
         record["series"]["buckets"] = {bucket: {
             # the bucket's policy: expected temperature after each update; the share of the batch's groups it drew
             "temperature_mean": [m.get(f"metahp/{bucket}/temperature_mean") for m in history],
-            "groups": [m.get(f"metahp/groups/{bucket}", 0.0) for m in history]} for bucket in BUCKETS}
+            "groups": [m.get(f"metahp/groups/{bucket}", 0.0) for m in history]} for bucket in labels}
     if adapted:
         record["final_probs"] = {k.rsplit("/", 1)[1]: v for k, v in history[-1].items() if k.startswith("metahp/prob/")}
     write_json(run_path(Path(args.out), task_name, strategy_name, seed), record)

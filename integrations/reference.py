@@ -50,14 +50,16 @@ class ReferenceAdapter(kit.KitAdapter):
     # -- the trainer's hooks (metahp.lab.grpo.KnobController) --------------------------------------------------
     def knobs_for_next_batch(self, context=None) -> dict[str, Any]:
         config = self.trainer.config
+        contexts = None if context is None else context.for_context(self.knobset.context_reads)
         return self.draw_and_apply(self.trainer.step, rows=config.prompts_per_step * config.num_generations,
-                                   contexts=None if context is None else context.pass_rates)
+                                   contexts=contexts)
 
     def after_batch(self, rollout) -> dict[str, float]:
         return self.knobset.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
                                                rollout.advantages, reward=float(rollout.rewards.mean()),
                                                used=rollout.knobs,
-                                               contexts=None if rollout.context is None else rollout.context.pass_rates)
+                                               contexts=None if rollout.context is None
+                                               else rollout.context.for_context(self.knobset.context_reads))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The kit's envelope; a bare knob-set state (checkpoints written before the envelope) loads as before."""
@@ -69,7 +71,8 @@ class ReferenceAdapter(kit.KitAdapter):
 
 def attach(trainer, *, knob, updater, values, seed, combine="factored", per="batch", **options) -> ReferenceAdapter:
     """``per="completion"``: one temperature per completion, mixed within each group; ``per="prompt"``: one per
-    prompt's group, from a meta-policy per context (the prompt's past pass rate) (metahp.knobset.KnobSet)."""
+    prompt's group, from a meta-policy per context (the prompt's past pass rate, or its text with a
+    ``metahp.knobset.prompt_context``) (metahp.knobset.KnobSet)."""
     from metahp.lab.grpo import HYPERPARAMETER_FIELDS
 
     config = trainer.config

@@ -80,11 +80,54 @@ pass_rate_bucket.labels = BUCKETS  # type: ignore[attr-defined]  # what a contex
 class Context(Protocol):
     """Values per prompt: maps a prompt's context (e.g. its past pass rate, None if unseen) to the label of the
     meta-policy that draws its value; ``labels`` lists every label it can give (one meta-policy each, built up front
-    so that the state always holds them all). The default is ``pass_rate_bucket`` (labels ``BUCKETS``)."""
+    so that the state always holds them all). The default is ``pass_rate_bucket`` (labels ``BUCKETS``).
+
+    ``reads`` (optional, default ``"pass_rate"``) says what an adapter passes it: ``"pass_rate"`` (the prompt's
+    pass rate the last time it was trained on, None if unseen) or ``"prompt"`` (the prompt's text; see
+    ``prompt_context``)."""
 
     labels: tuple[str, ...]
 
     def __call__(self, context: Any) -> str: ...
+
+
+CONTEXT_READS = ("pass_rate", "prompt")
+
+
+class prompt_context:  # noqa: N801  # used like a function: context=prompt_context(family_of, labels=...)
+    """A per-prompt context read from each prompt's text: ``classify(prompt) -> label``, one meta-policy per label.
+
+    For datasets that mix prompt families (math and code, easy and hard sources) whose best temperature differs: each
+    family gets its own meta-policy, which learns from that family's groups only.
+
+    >>> ctx = prompt_context(lambda p: "code" if p.startswith("def") else "math", labels=("math", "code"))
+    >>> ctx("def f():"), ctx.reads
+    ('code', 'prompt')
+    """
+
+    reads = "prompt"
+
+    def __init__(self, classify: Callable[[str], str], labels: Sequence[str]):
+        if not callable(classify):
+            raise ConfigError(f"prompt_context(classify={classify!r:.60}): classify must be a function from a "
+                              f"prompt's text to its label.")
+        self.classify = classify
+        self.labels = tuple(labels) if isinstance(labels, list | tuple) else labels
+
+    def __repr__(self) -> str:
+        return f"prompt_context({getattr(self.classify, '__qualname__', self.classify)!s}, labels={self.labels})"
+
+    def __call__(self, prompt: str) -> str:
+        if not isinstance(prompt, str):
+            raise InputError(f"this context reads each prompt's text (context.reads == 'prompt'), got "
+                             f"{type(prompt).__name__}; pass contexts=[each prompt's text].")
+        return self.classify(prompt)
+
+
+def context_reads(context: Context | None) -> str:
+    """What an adapter passes a per-prompt context function: ``"pass_rate"`` (also for None, the default buckets)
+    or ``"prompt"``."""
+    return getattr(context, "reads", "pass_rate") if context is not None else "pass_rate"
 
 
 class KnobSet:
@@ -154,6 +197,8 @@ class KnobSet:
             self.policies = {label: meta_policy(policy.knob, updater, None, None if seed is None else seed + i,
                                                 **options) for i, label in enumerate(labels)}
         self._drawing: Drawing = drawing(self, context)
+        # what an adapter passes as each prompt's context with per="prompt": its past pass rate, or its text
+        self.context_reads = context_reads(context)
         # Every adapted knob by its keyword (a product's components): what adapters apply and evaluate.
         self.knobs: dict[str, Knob] = {}
         for policy in self.policies.values():
@@ -557,6 +602,9 @@ def check_context(context) -> tuple[str, ...]:
         raise ConfigError(f"context={context!r:.80} must be a function from a prompt's context to a label, with "
                           f"context.labels = (every label it gives, distinct strings), e.g. "
                           f"metahp.knobset.pass_rate_bucket (labels {BUCKETS}).")
+    if context_reads(context) not in CONTEXT_READS:
+        raise ConfigError(f"context.reads={context_reads(context)!r}: a context function reads one of "
+                          f"{CONTEXT_READS} (a prompt's past pass rate, or its text).")
     return tuple(labels)
 
 

@@ -112,6 +112,12 @@ class BatchContext:
     problem_ids: list[int] | None
     pass_rates: list[float | None]  # [P]
     group_size: int  # G: completions per prompt, consecutive in the batch
+    prompts: list[str] | None = None  # [P] each prompt's text (what a context reading prompts is given)
+
+    def for_context(self, reads: str) -> list:
+        """Each prompt's context for a per-prompt context function that reads ``reads`` ("pass_rate" or
+        "prompt", metahp.knobset.context_reads)."""
+        return self.prompts if reads == "prompt" else self.pass_rates
 
 
 class KnobController(Protocol):
@@ -272,7 +278,8 @@ class GRPOTrainer:
         problems = ([self.train_set[i] for i in problem_ids] if problem_ids is not None
                     else self.task.sample_prompts(cfg.prompts_per_step, self._rng, split="train"))
         context = BatchContext(problem_ids, [self.pass_rates.get(i) for i in problem_ids] if problem_ids is not None
-                               else [None] * cfg.prompts_per_step, cfg.num_generations)
+                               else [None] * cfg.prompts_per_step, cfg.num_generations,
+                               [p.prompt for p in problems])
         knobs = self.knobs(context)  # after the problems: a per-prompt controller reads their history
         self.last_knobs = dict(knobs)  # what the batch is sampled with and its loss replays (adapters check it)
         prompts = [p.prompt for p in problems for _ in range(cfg.num_generations)]

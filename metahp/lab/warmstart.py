@@ -219,6 +219,7 @@ def warm_start(
     """
     import torch
 
+    task = task.warm_start_task()  # a task's variant (one family of "mixed") starts where the whole task does
     try:
         cfg = WarmStartSettings(steps=steps, target=tuple(target), **settings)
     except TypeError as e:

@@ -22,11 +22,12 @@ from metahp.errors import ConfigError
 from metahp.lab.tasks.addition import Addition
 from metahp.lab.tasks.base import Problem, Task, TextEnv, split_of
 from metahp.lab.tasks.countdown import Countdown
+from metahp.lab.tasks.mixed import FAMILIES, Mixed
 from metahp.lab.tasks.rare_skill import RareSkill
 from metahp.lab.tasks.strings import Reverse, Sort
 from metahp.lab.tasks.word_arithmetic import WordArithmetic
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort, RareSkill,
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Addition, Countdown, Reverse, Sort, RareSkill, Mixed,
                                                           WordArithmetic)}
 
 # Every character any char-level built-in task can use: a tiny char tokenizer over it serves all those tasks.
@@ -35,12 +36,19 @@ ALL_TASKS_ALPHABET = "".join(sorted({c for cls in TASKS.values() if cls.char_lev
 
 def make_task(name: str | Task, difficulty: int | None = None, seed: int | None = 0) -> Task:
     """A task from its name (``"addition"``, ``"countdown"``, ``"reverse"``, ``"sort"``, ``"rare_skill"``,
-    ``"word_arithmetic"``) or an instance.
+    ``"mixed"``, ``"word_arithmetic"``) or an instance; ``"mixed.<family>"`` is one family of the mixed task alone
+    (``"mixed.reverse"``, ``"mixed.sign"``), from the mixture's warm start.
 
     ``difficulty=None`` takes the task's default. Example: ``make_task("reverse", difficulty=6)``.
     """
     if isinstance(name, Task):
         return name
+    if isinstance(name, str) and "." in name:
+        base, family = name.split(".", 1)
+        if base != Mixed.name or family not in FAMILIES:
+            raise ConfigError(f"unknown task {name!r}: only the mixed task has families, "
+                              f"{[f'{Mixed.name}.{f}' for f in FAMILIES]}; valid tasks: {sorted(TASKS)}.")
+        return Mixed(difficulty, seed, family=family)
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}.")
     return TASKS[name](difficulty, seed)
@@ -64,6 +72,6 @@ for _name in TASKS:
         gymnasium.register(id=env_id(_name), entry_point="metahp.lab.tasks:make_env", kwargs={"task": _name})
 
 __all__ = [
-    "ALL_TASKS_ALPHABET", "TASKS", "Addition", "Countdown", "Problem", "RareSkill", "Reverse", "Sort", "Task",
-    "TextEnv", "WordArithmetic", "env_id", "make_env", "make_task", "split_of",
+    "ALL_TASKS_ALPHABET", "FAMILIES", "TASKS", "Addition", "Countdown", "Mixed", "Problem", "RareSkill", "Reverse",
+    "Sort", "Task", "TextEnv", "WordArithmetic", "env_id", "make_env", "make_task", "split_of",
 ]

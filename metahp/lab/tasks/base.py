@@ -129,6 +129,11 @@ class Task(ABC):
         """
         return self.demonstration(problem)
 
+    def warm_start_task(self) -> Task:
+        """The task the supervised warm start trains on (default: this one). A variant that trains on part of a
+        task (``mixed.reverse``) names the whole task here, so every variant starts from the same policy."""
+        return self
+
     def split_of(self, problem: Problem) -> Split:
         """The split ``problem`` belongs to."""
         return split_of(problem.prompt, self.eval_fraction)

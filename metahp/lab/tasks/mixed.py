@@ -1,0 +1,80 @@
+"""A task whose prompts differ, as real datasets do: two prompt families whose best temperatures differ.
+
+Half the prompts ask to reverse a string of ``difficulty`` letters (family ``reverse``: ``"rev:abcde="`` ->
+``"edcba"``), half to reverse a 2-letter string and sign it with an ``s`` (family ``sign``: ``"revs:ab="`` ->
+``"bas"``), a skill the warm start leaves rare (``rare_skill``'s signature, 1 demonstration in 200).
+
+Why the families want different temperatures. A family's best fixed temperature is set by what limits its groups:
+- ``reverse`` (5 letters, weakly warm-started): a correct sample needs every one of 5 tokens right; at temperature T
+  each token's probability p becomes p^(1/T) / Z, so hot sampling turns partly-right groups into all-wrong ones (on
+  the ``reverse`` task alone the measured sweep falls from 0.92 at T <= 1.0 to 0.51 at 1.5; docs/benchmarks.md).
+- ``sign``: the signature has probability r ~ 0.002 at T = 1, so a group finds it only when hot (r_T is 3e-5 at 0.6
+  and 0.016 at 1.5; ``rare_skill``'s docstring), and cold groups are all alike: no gradient.
+So one fixed temperature for the whole dataset is a compromise, and a value per prompt family can beat every single
+fixed value. ``Mixed(family="reverse")`` (``make_task("mixed.reverse")``) trains and evaluates one family alone
+from the *mixture's* warm start (``warm_start_task``), which is how per-family sweeps compare like with like.
+
+``family_context()`` is the per-prompt context that reads a prompt's family from its text, for
+``metahp.adapt(trainer, per="prompt", context=task.family_context(), ...)``.
+
+Example: ``Mixed().family_of(Mixed().sample_prompts(1, rng=0)[0])`` is ``"reverse"`` or ``"sign"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metahp.errors import ConfigError
+from metahp.lab.tasks.base import Problem, Task
+from metahp.lab.tasks.rare_skill import COMMON, RARE, RareSkill
+
+# each family's name and the instruction its prompts start with
+FAMILIES = {"reverse": COMMON, "sign": RARE}
+_FAMILY_OF_INSTRUCTION = {instruction: family for family, instruction in FAMILIES.items()}
+
+
+class Mixed(RareSkill):
+    """Two prompt families, ``reverse`` and ``sign``, with different best temperatures; see the module docstring."""
+
+    name = "mixed"
+    env_name = "Mixed"
+    default_difficulty = 5
+
+    def __init__(self, difficulty: int | None = None, seed: int | None = 0, rare: float = 0.005,
+                 family: str | None = None):
+        super().__init__(difficulty, seed, rare)
+        if family is not None and family not in FAMILIES:
+            raise ConfigError(f"mixed: family={family!r} is not one of its families {list(FAMILIES)}; pass None for "
+                              f"both (the mixture).")
+        self.family = family
+
+    def __repr__(self) -> str:
+        return f"Mixed(difficulty={self.difficulty}, seed={self.seed}, family={self.family!r})"
+
+    @property
+    def spec(self):
+        return {**super().spec, "family": self.family}
+
+    def family_of(self, problem: Problem | str) -> str:
+        """``"reverse"`` or ``"sign"``: the family of a problem or of a prompt's text."""
+        prompt = problem.prompt if isinstance(problem, Problem) else problem
+        instruction = prompt.split(":", 1)[0]
+        if instruction not in _FAMILY_OF_INSTRUCTION:
+            raise ConfigError(f"mixed: the prompt {prompt!r:.40} is from neither family {list(FAMILIES)}.")
+        return _FAMILY_OF_INSTRUCTION[instruction]
+
+    def family_context(self):
+        """The per-prompt context of this task: a prompt's family, read from its text (labels: the families)."""
+        from metahp.knobset import prompt_context  # here: the tasks import no torch
+
+        return prompt_context(self.family_of, labels=tuple(FAMILIES))
+
+    def warm_start_task(self) -> Task:
+        """The mixture, whichever family this task trains on: every family variant starts from the same policy."""
+        return self if self.family is None else Mixed(self.difficulty, self.seed, self.rare)
+
+    def _generate(self, rng: np.random.Generator) -> Problem:
+        while True:  # a family alone: redraw the other family's problems (a fair coin each: 2 draws on average)
+            problem = super()._generate(rng)
+            if self.family is None or self.family_of(problem) == self.family:
+                return problem
