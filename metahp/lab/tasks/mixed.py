@@ -27,6 +27,7 @@ import numpy as np
 from metahp.errors import ConfigError
 from metahp.lab.tasks.base import Problem, Task
 from metahp.lab.tasks.rare_skill import COMMON, RARE, RareSkill
+from metahp.lab.tasks.strings import LETTERS
 
 # each family's name and the instruction its prompts start with
 FAMILIES = {"reverse": COMMON, "sign": RARE}
@@ -41,19 +42,31 @@ class Mixed(RareSkill):
     default_difficulty = 5
 
     def __init__(self, difficulty: int | None = None, seed: int | None = 0, rare: float = 0.005,
-                 family: str | None = None):
+                 family: str | None = None, noise: float = 0.3):
         super().__init__(difficulty, seed, rare)
         if family is not None and family not in FAMILIES:
             raise ConfigError(f"mixed: family={family!r} is not one of its families {list(FAMILIES)}; pass None for "
                               f"both (the mixture).")
+        if not 0.0 <= noise < 1.0:
+            raise ConfigError(f"mixed: noise={noise!r} must be in [0, 1): it is the chance that each letter of a "
+                              f"reverse demonstration is replaced by a random one (1 would teach no reversal).")
         self.family = family
+        self.noise = float(noise)
 
     def __repr__(self) -> str:
         return f"Mixed(difficulty={self.difficulty}, seed={self.seed}, family={self.family!r})"
 
     @property
     def spec(self):
-        return {**super().spec, "family": self.family}
+        return {**super().spec, "family": self.family, "noise": self.noise}
+
+    def warm_start_completion(self, problem: Problem, rng: np.random.Generator) -> str:
+        """A reverse demonstration with each letter replaced by a random one with probability ``noise`` (the mode
+        stays right, the spread around it is wide); a sign demonstration as rare_skill's (the signature rare)."""
+        if self.family_of(problem) == "sign":
+            return super().warm_start_completion(problem, rng)
+        answer = self.demonstration(problem)
+        return "".join(LETTERS[rng.integers(len(LETTERS))] if rng.random() < self.noise else c for c in answer)
 
     def family_of(self, problem: Problem | str) -> str:
         """``"reverse"`` or ``"sign"``: the family of a problem or of a prompt's text."""
@@ -71,7 +84,7 @@ class Mixed(RareSkill):
 
     def warm_start_task(self) -> Task:
         """The mixture, whichever family this task trains on: every family variant starts from the same policy."""
-        return self if self.family is None else Mixed(self.difficulty, self.seed, self.rare)
+        return self if self.family is None else Mixed(self.difficulty, self.seed, self.rare, noise=self.noise)
 
     def _generate(self, rng: np.random.Generator) -> Problem:
         while True:  # a family alone: redraw the other family's problems (a fair coin each: 2 draws on average)
