@@ -29,7 +29,7 @@ temperature in the loss).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -256,26 +256,30 @@ class KnobSet:
 
     # -- updating -------------------------------------------------------------------------------------------------
     def update(self, logp=None, advantages=None, *, reward: float | None = None,
-               used: dict[str, Any] | None = None, contexts: Sequence[float | None] | None = None) -> dict[str, float]:
+               used: dict[str, Any] | None = None, contexts: Sequence[float | None] | None = None,
+               measured: Mapping[str, float | None] | None = None) -> dict[str, float]:
         """One meta-update from a whole batch.
 
         logp: [B, K_total] (``scoring_knobs`` columns; zero-advantage rows may hold anything, they are not read),
             needed when ``needs_likelihoods``; advantages: [B]; reward: the batch's mean task reward (bandits);
-            used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule).
+            used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule);
+            measured: what the trainer measured in this step's update ({"grad_alignment": ..., "kl": ...,
+            "clip_fraction": ...}), for the rewards fitted to a hyperparameter (``metahp.rewards.Batch.measured``).
         """
         # Checked once; a batch of bandit policies reads only the mean reward, and its advantages stay unchecked.
         adv = advantages_of(advantages) if self._drawing.reads_advantages() else None
-        return self._drawing.update(logp, adv, reward, used, contexts)
+        return self._drawing.update(logp, adv, reward, used, contexts, measured)
 
     def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None,
                            used: dict[str, Any] | None = None,
-                           contexts: Sequence[float | None] | None = None) -> dict[str, float]:
+                           contexts: Sequence[float | None] | None = None,
+                           measured: Mapping[str, float | None] | None = None) -> dict[str, float]:
         """``update`` from the raw logits that sampled the batch ([B, L, V]); zero-advantage rows are not scored."""
         if not self.needs_likelihoods:
-            return self.update(advantages=advantages, reward=reward, used=used, contexts=contexts)
+            return self.update(advantages=advantages, reward=reward, used=used, contexts=contexts, measured=measured)
         adv = advantages_of(advantages)
         logp = score_informative_rows(lambda z, o, m: self.sequence_logprobs(z, o, m, used), logits, tokens, mask, adv)
-        return self.update(logp, adv, reward=reward, used=used)
+        return self.update(logp, adv, reward=reward, used=used, measured=measured)
 
     def _row_indices(self, policy: MetaPolicy, used: dict[str, Any] | None, rows: int) -> torch.Tensor:
         """With values per completion or prompt, the index of each row's candidate ([B] long), from ``used``."""
@@ -350,7 +354,7 @@ class Drawing(Protocol):
 
     def draw(self, agree, rows, contexts) -> dict[str, Any]: ...
 
-    def update(self, logp, adv: torch.Tensor | None, reward, used, contexts) -> dict[str, float]: ...
+    def update(self, logp, adv: torch.Tensor | None, reward, used, contexts, measured=None) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -392,7 +396,7 @@ class PerBatch:
         """Each row's candidate index ([B] long), or None when the whole batch used one value."""
         return None
 
-    def update(self, logp, adv, reward, used, contexts) -> dict[str, float]:
+    def update(self, logp, adv, reward, used, contexts, measured=None) -> dict[str, float]:
         ks = self.ks
         metrics: dict[str, float] = {}
         if ks.needs_likelihoods:
@@ -414,11 +418,12 @@ class PerBatch:
                     ks._warn_unscored(name, skipped)
                 scalar = {} if reward is None else {"reward": reward}  # the likelihood rewards do not read it
                 per_row = {} if row_index is None else {"rows": row_index[rows]}
-                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row)
-            elif policy.reward.kind == "per_candidate":  # a per-completion signal from advantages alone: every row
-                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv))
+                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), measured=measured, **scalar,
+                                  **per_row)
+            elif policy.reward.kind == "per_candidate":  # from advantages or measurements alone: every row
+                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv), measured=measured)
             else:
-                m = policy.update(reward=reward)
+                m = policy.update(reward=reward, measured=measured)
             metrics.update(name_metrics(m, name) if len(ks.policies) > 1 else m)
         return metrics
 
@@ -555,7 +560,7 @@ class PerPrompt(_PerRow):
             out += [value] * ks.group_size
         return {ks.knobs_name: out}
 
-    def update(self, logp, adv, reward, used, contexts) -> dict[str, float]:
+    def update(self, logp, adv, reward, used, contexts, measured=None) -> dict[str, float]:
         """Each context's policy learns from the groups drawn in that context (a policy with none stays as it is);
         metrics are named metahp/<context>/..."""
         ks = self.ks

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -88,9 +89,10 @@ class MetaPolicy(ABC):
 
     @abstractmethod
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
-               batch_size: int | None = None, rows=None) -> dict[str, float]:
+               batch_size: int | None = None, rows=None, measured=None) -> dict[str, float]:
         """Learn from one batch; return its metrics: metahp/<knob> (the value used), metahp/<knob>_mean,
-        metahp/prob/<v>, and metahp/advantage/<v> (per-candidate updaters) or metahp/bandit_reward (bandits)."""
+        metahp/prob/<v>, and metahp/advantage/<v> (per-candidate updaters) or metahp/bandit_reward (bandits).
+        ``measured``: what the trainer measured in this step's update ({"kl": ..., ...}; ``Batch.measured``)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -110,8 +112,8 @@ class MetaPolicy(ABC):
         parts = [self.knob.components(v) for v in self.values]
         return {name: float(sum(p * c[name] for p, c in zip(probs, parts, strict=True))) for name in parts[0]}
 
-    def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None
-                           ) -> dict[str, float]:
+    def update_from_logits(self, logits, tokens, mask, advantages, *, reward: float | None = None,
+                           measured=None) -> dict[str, float]:
         """``update`` from the logits that sampled the batch ([B, L, V], raw, unscaled), at the value ``sample()``
         drew.
 
@@ -122,7 +124,7 @@ class MetaPolicy(ABC):
         """
         advantages = advantages_of(advantages, finite=self.needs_likelihoods)  # update() checks the others
         if not self.needs_likelihoods:
-            return self.update(advantages=advantages, reward=reward)
+            return self.update(advantages=advantages, reward=reward, measured=measured)
         logp = score_informative_rows(self.knob.sequence_logprobs, logits, tokens, mask, advantages)
         keep = informative(advantages)
         rows = keep & ~unscorable(logp, self.chosen_index)
@@ -130,7 +132,7 @@ class MetaPolicy(ABC):
         if skipped:
             warnings.warn(f"metahp: {skipped} completion(s) got likelihood 0 under the {self.knob.name} value that "
                           f"sampled them ({self.value}); they are left out of the meta-update.", stacklevel=2)
-        return self.update(logp[rows], advantages[rows], reward=reward, batch_size=len(advantages))
+        return self.update(logp[rows], advantages[rows], reward=reward, batch_size=len(advantages), measured=measured)
 
 
 class GridMetaPolicy(MetaPolicy):
@@ -192,8 +194,8 @@ class GridMetaPolicy(MetaPolicy):
         return [self.values[i] for i in indices]
 
     def update(self, seq_logprobs=None, advantages=None, *, reward: float | None = None,
-               batch_size: int | None = None, rows=None) -> dict[str, float]:
-        batch = self._check_batch(seq_logprobs, advantages, reward, batch_size, rows)
+               batch_size: int | None = None, rows=None, measured=None) -> dict[str, float]:
+        batch = self._check_batch(seq_logprobs, advantages, reward, batch_size, rows, measured)
         # Nothing is assigned until the reward and the updater have both accepted the batch: an error leaves the
         # policy as it was.
         signal, reward_state = self.reward(self._reward_state, batch)
@@ -238,8 +240,13 @@ class GridMetaPolicy(MetaPolicy):
             metrics["metahp/bandit_reward"] = feedback.reward
         return metrics
 
-    def _check_batch(self, seq_logprobs, advantages, reward, batch_size, rows=None) -> Batch:
+    def _check_batch(self, seq_logprobs, advantages, reward, batch_size, rows=None, measured=None) -> Batch:
         k = len(self.values)
+        if measured is not None:  # each reward checks the measurements it reads (and says who measures them)
+            if not isinstance(measured, Mapping) or not all(isinstance(key, str) for key in measured):
+                raise InputError(f"measured={measured!r:.80} must map measurement names (e.g. 'kl') to numbers or "
+                                 f"None, what the trainer measured in this step's update.")
+            measured = dict(measured)
         logp = adv = None
         if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float | np.number)
                                    or not np.isfinite(reward)):
@@ -288,7 +295,7 @@ class GridMetaPolicy(MetaPolicy):
             raise InputError(f"batch_size={n} must be >= 1 and >= the {0 if logp is None else len(logp)} rows "
                              f"passed (it counts every trajectory, scored or skipped).")
         return Batch(seq_logprobs=logp, advantages=adv, batch_size=n, mean_reward=reward, row_candidates=row_candidates,
-                     candidates=k)
+                     candidates=k, measured=measured, values=np.asarray(self.values, dtype=np.float64))
 
     # -- checkpointing ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -456,20 +463,40 @@ def check_feedback(updater: Updater, reward: Reward) -> None:
     if updater.feedback != reward.kind:
         raise ConfigError(
             f"updater {updater.name!r} learns from {updater.feedback} feedback but reward {reward.name!r} "
-            f"gives {reward.kind} feedback; use reward={DEFAULT_REWARD[updater.feedback]!r} (its default).")
+            f"gives {reward.kind} feedback; use reward={DEFAULT_REWARD[updater.feedback]!r} (its default)"
+            f"{_per_candidate_hint() if updater.feedback == 'chosen' else ''}.")
+
+
+def _per_candidate_hint() -> str:
+    """A bandit paired with a per-candidate reward: name the updaters that learn from it."""
+    names = sorted(name for name, factory in UPDATERS.items() if factory().feedback == "per_candidate"
+                   and name != "uniform")
+    return f", or an updater that learns from a score per candidate, {names} (e.g. updater='softmax_gradient')"
 
 
 def check_knob_reward(knob: Knob, updater: Updater, reward: Reward) -> None:
-    """A hyperparameter knob (role "updates": the learning rate, beta, epsilon) has no likelihood: every candidate
-    would have sampled the batch alike. Refuse a reward that scores candidates by likelihood, naming what learns."""
+    """A reward fitted to some knobs (``Reward.fitted_knobs``: gradient_alignment to the learning rate) is refused on
+    any other. A hyperparameter knob (role "updates": the learning rate, beta, epsilon) has no likelihood: every
+    candidate would have sampled the batch alike. Refuse a reward that scores candidates by likelihood, naming what
+    learns."""
+    fitted = getattr(reward, "fitted_knobs", None)
+    if fitted is not None and knob.name not in fitted:
+        own = [name for name, cls in REWARDS.items() if knob.name in (cls.fitted_knobs or ())]
+        signal = f"its own signal, reward={own[0]!r}, or " if own else ""
+        raise ConfigError(f"reward {reward.name!r} is fitted to {list(fitted)} (it reads a measurement about that "
+                          f"knob), not to {knob.name!r}; adapt {knob.name} with {signal}a bandit updater and "
+                          f"reward='reward_improvement', e.g. updater='exp3'.")
     if getattr(knob, "role", None) != "updates" or not reward.needs_likelihoods:
         return
     bandits = sorted(name for name, factory in UPDATERS.items() if factory().feedback == "chosen")
     rewards = sorted(name for name, cls in REWARDS.items() if cls.kind == "chosen" and not cls.needs_likelihoods)
+    own = sorted(name for name, cls in REWARDS.items() if knob.name in (cls.fitted_knobs or ()))
+    also = (f", or updater='softmax_gradient' with the signal fitted to it, reward={own[0]!r} "
+            f"(docs/hyperparameters.md)" if own else "")
     raise ConfigError(f"{knob.name} is a hyperparameter knob (it changes the update, not the sampling): a completion "
                       f"is equally likely under every candidate, so reward {reward.name!r} (updater "
                       f"{updater.name!r}), which scores candidates by likelihood, cannot learn it. Use a bandit "
-                      f"updater {bandits} with reward {rewards}, e.g. updater='exp3'.")
+                      f"updater {bandits} with reward {rewards}, e.g. updater='exp3'{also}.")
 
 
 def _updater(updater, options: dict) -> tuple[Updater, dict, dict, dict]:

@@ -13,6 +13,7 @@ from metahp.errors import ConfigError
 from metahp.knobs.base import Knob
 from metahp.knobs.beta import Beta
 from metahp.knobs.epsilon import Epsilon
+from metahp.knobs.epsilon_high import EpsilonHigh
 from metahp.knobs.hyperparameter import HyperparameterKnob
 from metahp.knobs.learning_rate import LearningRate
 from metahp.knobs.min_p import MinP
@@ -47,7 +48,7 @@ def register_knob(cls: type[Knob]) -> type[Knob]:
     return cls
 
 
-for _cls in (Temperature, TopP, TopK, MinP, LearningRate, Beta, Epsilon):
+for _cls in (Temperature, TopP, TopK, MinP, LearningRate, Beta, Epsilon, EpsilonHigh):
     register_knob(_cls)
 
 
@@ -83,6 +84,6 @@ def make_knob(knob: str | Knob, values=None) -> Knob:
     return KNOBS[knob](values)
 
 
-__all__ = ["KNOBS", "Beta", "Epsilon", "HyperparameterKnob", "Knob", "LearningRate", "MinP", "ProductKnob",
-           "Temperature", "TopK", "TopP", "TruncationKnob", "active_truncations", "hyperparameter_names", "make_knob",
-           "register_knob", "sampling_names", "truncation_names"]
+__all__ = ["KNOBS", "Beta", "Epsilon", "EpsilonHigh", "HyperparameterKnob", "Knob", "LearningRate", "MinP",
+           "ProductKnob", "Temperature", "TopK", "TopP", "TruncationKnob", "active_truncations", "hyperparameter_names",
+           "make_knob", "register_knob", "sampling_names", "truncation_names"]

@@ -7,8 +7,12 @@ A ``Reward`` subclass registered from outside metahp (a user's module, a test) i
 from __future__ import annotations
 
 from metahp.errors import ConfigError
+from metahp.rewards._measured import MEASUREMENTS
 from metahp.rewards.base import FEEDBACK_KINDS, Batch, Reward
+from metahp.rewards.clip_target import ClipTarget
+from metahp.rewards.gradient_alignment import GradientAlignment
 from metahp.rewards.informativeness import Informativeness
+from metahp.rewards.kl_target import KLTarget
 from metahp.rewards.reward_improvement import RewardImprovement
 from metahp.rewards.trajectory_likelihood import NORMALIZERS, TrajectoryLikelihood
 from metahp.rewards.within_group_advantage import WithinGroupAdvantage
@@ -35,6 +39,14 @@ def register_reward(cls: type[Reward]) -> type[Reward]:
              if not isinstance(getattr(cls, f), bool)]
     if flags:
         raise ConfigError(f"{cls.__name__}: {flags} must be True or False (what it needs of a batch; see Reward).")
+    needs = cls.needs_measured
+    if not (isinstance(needs, tuple) and all(isinstance(n, str) for n in needs)):
+        raise ConfigError(f"{cls.__name__}.needs_measured must be a tuple of measurement names such as ('kl',), got "
+                          f"{needs!r}.")
+    fitted = cls.fitted_knobs
+    if fitted is not None and not (isinstance(fitted, tuple) and fitted and all(isinstance(n, str) for n in fitted)):
+        raise ConfigError(f"{cls.__name__}.fitted_knobs must be None (any knob) or a tuple of knob names such as "
+                          f"('beta',), got {fitted!r}.")
     if name in REWARDS and REWARDS[name] is not cls:
         raise ConfigError(f"a reward named {name!r} is registered already ({REWARDS[name].__name__}); pick another "
                           f"name.")
@@ -47,8 +59,10 @@ def register_reward(cls: type[Reward]) -> type[Reward]:
     return cls
 
 
-for _cls in (TrajectoryLikelihood, RewardImprovement, Informativeness, WithinGroupAdvantage):
+for _cls in (TrajectoryLikelihood, RewardImprovement, Informativeness, WithinGroupAdvantage, GradientAlignment,
+             KLTarget, ClipTarget):
     register_reward(_cls)
 
-__all__ = ["FEEDBACK_KINDS", "NORMALIZERS", "REWARDS", "Batch", "Informativeness", "Reward", "RewardImprovement",
-           "TrajectoryLikelihood", "WithinGroupAdvantage", "register_reward"]
+__all__ = ["FEEDBACK_KINDS", "MEASUREMENTS", "NORMALIZERS", "REWARDS", "Batch", "ClipTarget", "GradientAlignment",
+           "Informativeness", "KLTarget", "Reward", "RewardImprovement", "TrajectoryLikelihood", "WithinGroupAdvantage",
+           "register_reward"]

@@ -10,6 +10,7 @@ Rewards may keep a little state (e.g. a running baseline); it lives in the polic
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, get_args
 
@@ -32,6 +33,12 @@ class Batch:
     row_candidates: [B] the index of the candidate each trajectory was sampled with, when values are drawn per
         completion (None when the whole batch used one value).
     candidates: K, the size of the grid.
+    measured: what the trainer measured during this step's policy update, for rewards fitted to a hyperparameter
+        (``Reward.needs_measured``): ``"grad_alignment"`` (cosine between this step's policy gradient and the previous
+        step's), ``"kl"`` (mean per-token KL to the reference model), ``"clip_fraction"`` (share of completion tokens
+        whose ratio was clipped). A name mapped to None was not measurable this step (the first step has no previous
+        gradient); None: nothing measured.
+    values: [K] the candidate values (the knob's grid), so a reward can map a measured signal onto the candidates.
     """
 
     seq_logprobs: np.ndarray | None = None
@@ -40,6 +47,8 @@ class Batch:
     mean_reward: float | None = None
     row_candidates: np.ndarray | None = None
     candidates: int | None = None
+    measured: Mapping[str, float | None] | None = None
+    values: np.ndarray | None = None
 
 
 class Reward(ABC):
@@ -56,9 +65,14 @@ class Reward(ABC):
     # - per_group_signal: its feedback still tells candidates apart when each value covered whole groups (per="prompt":
     #   every completion of a prompt's group at one value). Within-group advantages sum to 0 in every group and
     #   likelihoods compare values no row mixed, so only a signal that differs between groups (e.g. |A|) qualifies.
+    # - needs_measured: the names in Batch.measured it reads (what the trainer measures during its update, e.g.
+    #   "grad_alignment"); metahp.adapt refuses it on an adapter whose MEASURES lack one.
+    # - fitted_knobs: the knobs it is fitted to (None: any); meta_policy refuses it on another knob.
     needs_likelihoods: ClassVar[bool] = False
     needs_rows: ClassVar[bool] = False
     per_group_signal: ClassVar[bool] = False
+    needs_measured: ClassVar[tuple[str, ...]] = ()
+    fitted_knobs: ClassVar[tuple[str, ...] | None] = None
 
     def init(self) -> dict:
         """Initial state (JSON-safe values only)."""

@@ -604,7 +604,8 @@ def check_knob(knob: Knob, vocab: int = 37, batch: int = 3, length: int = 5, see
 def _reward_batches(k: int, count: int, seed: int) -> list[Batch]:
     """GRPO-like batches with every field a reward may read: 2 groups of 4, one of them sometimes of zero
     variance; seq_logprobs <= 0 with an occasional -inf (a candidate that cannot produce a trajectory); each row's
-    candidate (values per completion) and the grid size."""
+    candidate (values per completion), the grid size and its values, and what a trainer measures in its update
+    (``Batch.measured``: gradient alignment, KL, clip fraction)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
@@ -616,8 +617,11 @@ def _reward_batches(k: int, count: int, seed: int) -> list[Batch]:
         logp = -rng.exponential(2.0, size=(8, k))
         if k > 1:
             logp[0, int(rng.integers(k))] = -np.inf
+        measured = {"grad_alignment": float(rng.uniform(-1, 1)), "kl": float(rng.exponential(0.1)),
+                    "clip_fraction": float(rng.uniform(0, 0.3))}
         out.append(Batch(seq_logprobs=logp, advantages=adv.ravel(), batch_size=8, mean_reward=float(rewards.mean()),
-                         row_candidates=rng.integers(0, k, size=8), candidates=k))
+                         row_candidates=rng.integers(0, k, size=8), candidates=k, measured=measured,
+                         values=np.geomspace(0.05, 0.5, k)))
     return out
 
 
@@ -699,11 +703,13 @@ def check_reward_state(reward: Reward, k: int = 5, *, steps: int = 6, seed: int 
 @_named
 def check_reward_zero_advantages(reward: Reward, k: int = 5, *, steps: int = 6, seed: int = 0) -> None:
     """Per-candidate rewards: a batch whose advantages are all zero gives all-zero feedback (only advantages carry
-    preference). Scalar (``chosen``) rewards are judged on the task reward instead: skipped."""
+    preference); for a reward that reads measurements (``needs_measured``), one whose measurements could not be taken
+    (None) as well. Scalar (``chosen``) rewards are judged on the task reward instead: skipped."""
     if reward.kind != "per_candidate":
         return
     for step, (state, batch) in enumerate(_reward_run(reward, k, steps, seed)):
-        zero = dataclasses.replace(batch, advantages=np.zeros_like(batch.advantages))
+        unmeasured = {**(batch.measured or {}), **dict.fromkeys(reward.needs_measured)}
+        zero = dataclasses.replace(batch, advantages=np.zeros_like(batch.advantages), measured=unmeasured)
         feedback = np.asarray(reward(state, zero)[0])
         _ensure(np.array_equal(feedback, np.zeros(k)), f"all-zero advantages gave feedback {feedback} at step {step}")
 
