@@ -107,3 +107,21 @@ def test_the_reference_trainer_gives_a_prompt_context_each_groups_prompt_and_eac
     share = sum(task.family_of(p) == "sign" for p in seen[:4]) / 4
     assert metrics.get("metahp/groups/sign", 0.0) == pytest.approx(share)
     assert sum(p.step for p in adapter.knobset.policies.values()) == (0 < share) + (share < 1)
+
+
+def test_reverse_demonstrations_are_noisy_at_the_set_rate_and_sign_ones_keep_the_signature_rare():
+    import numpy as np
+
+    task = Mixed(noise=0.3)
+    rng = np.random.default_rng(0)
+    problems = task.sample_prompts(400, rng=1)
+    reverse = [p for p in problems if task.family_of(p) == "reverse"]
+    letters = [(a, b) for p in reverse for a, b in zip(task.warm_start_completion(p, rng), p.answer, strict=True)]
+    wrong = np.mean([a != b for a, b in letters])
+    assert abs(wrong - 0.3 * 15 / 16) < 0.04  # a replaced letter is a random one: 1 in 16 is right by chance
+    signs = [task.warm_start_completion(p, rng) for p in problems if task.family_of(p) == "sign"]
+    assert sum(s.endswith("s") and len(s) == 3 for s in signs) <= 3  # rare (0.005), as in rare_skill
+    assert Mixed(noise=0.0).warm_start_completion(reverse[0], rng) == reverse[0].answer
+    assert Mixed(noise=0.3).spec != Mixed(noise=0.0).spec  # a different warm start, a different cache entry
+    with pytest.raises(ConfigError, match=r"noise=1.0 must be in \[0, 1\)"):
+        Mixed(noise=1.0)
