@@ -60,3 +60,20 @@ def test_lr_probe_uses_the_tuning_seeds_only(monkeypatch):
     spec.loader.exec_module(module)
     with pytest.raises(SystemExit, match="tuning seeds 10-14"):
         module.main(module.Args(seeds=[0, 10]))
+
+
+def test_trl_smollm2_smoke_runs_the_real_trl_trainer_and_writes_learning_run_records(tmp_path):
+    # The tiny model stands in for SmolLM2 (the smoke checks the path, not the numbers): TRL's GRPOTrainer, a fixed
+    # temperature through GRPOConfig and exp3 through metahp.adapt, records the learning report reads.
+    import json
+
+    summary = load("trl_smollm2").main(["--smoke", "--model", "tiny", "--workers", "1", "--out", str(tmp_path)])
+    runs = {p.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    assert set(runs) == {"word_arithmetic__fixed_1__seed1.json", "word_arithmetic__exp3__seed1.json"}
+    fixed, exp3 = runs["word_arithmetic__fixed_1__seed1.json"], runs["word_arithmetic__exp3__seed1.json"]
+    assert fixed["trainer"] == "trl" and fixed["series"]["temperature"] == [1.0, 1.0]
+    assert len(exp3["series"]["temperature"]) == 2 and len(exp3["series"]["reward"]) == 2
+    assert all(0.6 <= t <= 1.5 for t in exp3["series"]["temperature"])  # exp3's default grid, drawn by metahp
+    assert 0.0 <= exp3["after"]["greedy_accuracy"] <= 1.0 and "pass@2" in exp3["after"]
+    assert set(summary["word_arithmetic"]["strategies"]) == {"fixed_1", "exp3"}
+    assert (tmp_path / "report.md").is_file()
