@@ -274,3 +274,24 @@ def test_per_completion_strategies_run_and_record_their_mixture(learning, tmp_pa
     assert all(t is None or 0.6 <= t <= 1.5 for b in buckets.values() for t in b["temperature_mean"])
     learning.main(["--report-only", "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "buckets.png").stat().st_size > 0 and (tmp_path / "out" / "zero_advantage.png").exists()
+
+
+def test_the_paired_table_reports_on_the_seeds_every_arm_finished_against_each_named_baseline(tmp_path, learning):
+    spec = importlib.util.spec_from_file_location("paired_table", BENCH / "paired_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    accs = {"fixed_0.6": [0.5, 0.6, 0.7], "fixed_1.5": [0.2, 0.3, 0.4], "fixed_1": [0.4, 0.4, 0.4],
+            "exp3": [0.55, 0.65, 0.75]}
+    for strategy, values in accs.items():
+        for seed, acc in enumerate(values):
+            if strategy == "exp3" and seed == 2:
+                continue  # an unfinished arm: seed 2 is left out of every comparison
+            (runs_dir / f"mixed__{strategy}__seed{seed}.json").write_text(json.dumps(_run("mixed", strategy, seed,
+                                                                                           acc, 0.1)))
+    text = module.main([str(tmp_path), "--task", "mixed", "--strategies", "exp3", "--against", "best_fixed",
+                        "fixed_1"])
+    assert "seeds 0-1 (2;" in text and "vs best fixed (0.6)" in text
+    exp3 = next(line for line in text.splitlines() if line.startswith("| exp3 "))
+    assert "| 0.600 [" in exp3 and "+0.050 [+0.050, +0.050] *" in exp3 and "+0.200 [" in exp3
