@@ -14,6 +14,7 @@ import importlib
 from metahp.config import ADAPTER_FIELDS, DEFAULT_UPDATER, AdaptConfig, field_default
 from metahp.errors import ConfigError
 from metahp.knobs import Knob
+from metahp.rewards import MEASUREMENTS, REWARDS, Reward
 from metahp.updaters import Updater
 
 # module name -> what it adapts (for the error message); tried in order.
@@ -67,9 +68,23 @@ def adapt(trainer, knob: AdaptConfig | str | Knob | tuple = _KNOB, updater: str 
                     raise ConfigError(f"{name}={value!r:.80} is an adapter option that the adapter of {what} does not "
                                       f"honour; there the adapter options are {list(honoured) or 'none'}. Leave "
                                       f"{name} at its default ({field_default(name)!r}).")
+            _check_measures(config, tuple(getattr(module, "MEASURES", ())), what)
             return module.attach(trainer, **config.attach_options(honoured))
     raise ConfigError(f"metahp.adapt: no adapter for {type(trainer).__module__}.{type(trainer).__qualname__}; "
                       f"supported trainers: {list(ADAPTERS.values())}.")
+
+
+def _check_measures(config: AdaptConfig, measures: tuple[str, ...], what: str) -> None:
+    """A reward fitted to a hyperparameter reads what the trainer measures in its update (``Reward.needs_measured``);
+    refuse, before the trainer is touched, one whose measurement this adapter does not provide (its ``MEASURES``)."""
+    reward = config.reward
+    cls = REWARDS.get(reward) if isinstance(reward, str) else type(reward) if isinstance(reward, Reward) else None
+    missing = [m for m in getattr(cls, "needs_measured", ()) if m not in measures]
+    if missing:
+        raise ConfigError(f"reward {cls.name!r} reads {missing} measured in the trainer's update, which the adapter "
+                          f"of {what} does not measure (it measures {list(measures) or 'nothing'}); use a bandit "
+                          f"updater with reward='reward_improvement' there, or metahp's reference trainer, which "
+                          f"measures {list(MEASUREMENTS)}.")
 
 
 def _config(knob, updater, values, seed, fields: dict) -> AdaptConfig:

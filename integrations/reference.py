@@ -17,6 +17,9 @@ from . import kit
 
 # The adapter options (metahp.config) this adapter honours.
 ADAPTER_OPTIONS = ("context",)
+# What the trainer measures in its update for the rewards fitted to a hyperparameter (metahp.lab.grpo.MEASURES;
+# metahp.adapt refuses a reward that needs another).
+MEASURES = ("grad_alignment", "kl", "clip_fraction")
 
 
 def supports(trainer) -> bool:
@@ -38,6 +41,11 @@ class ReferenceAdapter(kit.KitAdapter):
             self.copies.add(name, f"trainer.last_knobs.{name}", lambda n=name: trainer.last_knobs.get(n, None),
                             lambda v: None)  # written by the trainer from knobs_for_next_batch's answer
 
+    @property
+    def measures(self) -> tuple[str, ...]:
+        """What the trainer's update must measure for these policies' rewards (the gradient is kept only if asked)."""
+        return tuple(sorted({m for p in self.knobset.policies.values() for m in p.reward.needs_measured}))
+
     def applied_values(self) -> dict[str, Any]:
         """The trainer's copy of each adapted knob (none before its first batch)."""
         return self.copies.read() if self.trainer.last_knobs else {}
@@ -55,9 +63,11 @@ class ReferenceAdapter(kit.KitAdapter):
                                    contexts=contexts)
 
     def after_batch(self, rollout) -> dict[str, float]:
+        # A batch without an update (every advantage 0) measured nothing: each measurement None, no move.
+        measured = rollout.measured if rollout.measured is not None else dict.fromkeys(MEASURES)
         return self.knobset.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
                                                rollout.advantages, reward=float(rollout.rewards.mean()),
-                                               used=rollout.knobs,
+                                               used=rollout.knobs, measured=measured,
                                                contexts=None if rollout.context is None
                                                else rollout.context.for_context(self.knobset.context_reads))
 

@@ -42,8 +42,8 @@ from .capture import capturing, sequence_logprobs
 
 SUPPORTED_TRL = trl_compat.SUPPORTED_TRL
 STATE_FILE = kit.STATE_FILE
-# The adapter options (metahp.config) this adapter honours.
-ADAPTER_OPTIONS = ("likelihoods", "eval_value")
+# The adapter options (metahp.config) this adapter honours, and what it measures for the fitted rewards.
+ADAPTER_OPTIONS, MEASURES = ("likelihoods", "eval_value"), trl_hyper.MEASURES
 # Values per completion: the batch key carrying each row's temperature from generation to the loss's micro-batch.
 ROW_TEMPERATURE = "metahp_temperature"
 
@@ -175,7 +175,7 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
         """Undo ``attach``: TRL's own methods come back and every copy the user's value. Detach between
         generations: a batch already buffered was scored at its rows' values and would be trained without them."""
         self._wrapped.restore()
-        self._remove_learning_rate_scale()
+        self._detach_hyperparameters()
         if self.row_scaler is not None:
             self.row_scaler.remove()
             self.row_scaler = None
@@ -306,7 +306,8 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
             logp, advantages = self.processes.gather(logp), self.processes.gather(advantages)
         else:  # bandit feedback: the global mean reward TRL just logged
             reward = trl_compat.batch_mean_reward(self.trainer)
-        return self.knobset.update(logp, advantages.cpu(), reward=reward, used=self._used_values())
+        return self.knobset.update(logp, advantages.cpu(), reward=reward, used=self._used_values(),
+                                   measured=self.measured_since_last_update())
 
     def _captured_logprobs(self, output: dict) -> torch.Tensor | None:
         captured, self._captured = self._captured, None

@@ -32,7 +32,12 @@ CLOSURE_NAMES = ("temperature", "backbone_attr", "final_logit_softcapping")
 # Where GRPOTrainer keeps the hyperparameters its loss reads at run time (copied from GRPOConfig in __init__:
 # args.beta -> trainer.beta; args.epsilon -> trainer.epsilon_low, and -> trainer.epsilon_high unless
 # args.epsilon_high is set). The learning rate lives in the optimizer's param groups, set by its scheduler.
-RUN_TIME_HYPERPARAMETERS = {"beta": ("beta",), "epsilon": ("epsilon_low", "epsilon_high")}
+RUN_TIME_HYPERPARAMETERS = {"beta": ("beta",), "epsilon": ("epsilon_low", "epsilon_high"),
+                            "epsilon_high": ("epsilon_high",)}
+# What _compute_loss logs in trainer._metrics["train"] once per micro-batch, by the measurement metahp reads from it
+# (metahp.rewards.MEASUREMENTS): the mean per-token KL to the reference (only when beta != 0) and the share of tokens
+# the clip binds (A < 0 below 1 - epsilon_low, A > 0 above 1 + epsilon_high; the clipped loss types only).
+LOGGED_MEASUREMENTS = {"kl": "kl", "clip_fraction": "clip_ratio/region_mean"}
 # The loss types whose loss clips the ratio to [1 - epsilon_low, 1 + epsilon_high] (cispo caps at epsilon_high
 # itself; sapo and vespo do not clip).
 CLIPPED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
@@ -93,6 +98,11 @@ def log_metrics(trainer, metrics: dict[str, float]) -> None:
     """Append to TRL's training metrics buffer (what TRL averages and logs: TensorBoard, W&B, log_history)."""
     for key, value in metrics.items():
         trainer._metrics["train"][key].append(value)
+
+
+def logged_training_metrics(trainer) -> dict[str, list[float]]:
+    """TRL's training metrics buffer (key -> values appended since the last log, which clears it)."""
+    return trainer._metrics["train"]
 
 
 def batch_mean_reward(trainer) -> float:

@@ -7,9 +7,11 @@ Per step (one generation batch):
   3. strict task rewards, group-normalised advantages A_i = (r_i - mean_g r) / std_g r (0 for uniform groups);
   4. ``epochs`` passes of the clipped policy-ratio loss, log-probs at the sampling temperature:
         ratio_t = exp(log pi_T(o_t) - log pi_T^old(o_t)),
-        loss = - sum_t min(ratio_t A, clip(ratio_t, 1 - eps, 1 + eps) A) / (number of completion tokens)
-               + beta * KL_k3(pi_T || pi_ref,T)    (optional, k3 estimator)
-     where log pi_T^old comes from the generation logits, so the first epoch has ratio 1 exactly;
+        loss = - sum_t min(ratio_t A, clip(ratio_t, 1 - eps, 1 + eps_high) A) / (number of completion tokens)
+               + beta * KL_k3(pi_T || pi_ref,T)    (optional, k3 estimator; eps_high = eps unless clip_eps_high)
+     where log pi_T^old comes from the generation logits, so the first epoch has ratio 1 exactly; the update
+     measures the clipped fraction, the KL and (if asked) the alignment of successive gradients on the way
+     (``Rollout.measured``, for the rewards fitted to a hyperparameter);
   5. the controller learns from the same rollouts (``after_batch``).
 Wall time is split into generation / policy update / meta-update. ``train`` checkpoints, writes metrics as
 JSON lines, shows a progress bar, and leaves a usable checkpoint when interrupted with Ctrl-C.
@@ -48,8 +50,13 @@ from metahp.state import (
 
 # The hyperparameter knobs (role "updates") this trainer applies, by the config field each stands for; the learning
 # rate knob is a multiplier on config.learning_rate (None: no field, configured as 1). A batch's knobs carry them from
-# the controller to its loss (beta, epsilon) and its optimizer steps (learning_rate).
-HYPERPARAMETER_FIELDS = {"learning_rate": None, "beta": "kl_beta", "epsilon": "clip_eps"}
+# the controller to its loss (beta, epsilon, epsilon_high) and its optimizer steps (learning_rate).
+HYPERPARAMETER_FIELDS = {"learning_rate": None, "beta": "kl_beta", "epsilon": "clip_eps",
+                         "epsilon_high": "clip_eps_high"}
+# What update_policy measures for the rewards fitted to a hyperparameter (metahp.rewards.Batch.measured): the cosine of
+# this batch's first gradient with the optimizer step's before it, the mean per-token KL to the reference (kl_beta > 0)
+# and the share of completion tokens the loss clipped. The gradient is kept only when the controller asks for it.
+MEASURES = ("grad_alignment", "kl", "clip_fraction")
 
 
 class GRPOConfig(BaseModel):
@@ -63,6 +70,8 @@ class GRPOConfig(BaseModel):
     epochs: int = Field(2, ge=1, description="passes of the clipped loss over each batch")
     learning_rate: float = Field(1e-4, gt=0, description="AdamW; 3e-4 and above made the tiny demo models collapse")
     clip_eps: float = Field(0.2, gt=0, lt=1)
+    clip_eps_high: float | None = Field(None, gt=0, lt=1, description="upper clip bound, DAPO's clip-higher "
+                                        "(None: clip_eps, symmetric)")
     kl_beta: float = Field(0.0, ge=0, description="weight of KL to the frozen initial policy (0: no reference)")
     max_grad_norm: float = Field(1.0, gt=0)
     temperature: float = Field(1.0, gt=0, description="sampling temperature when no meta-policy adapts it")
@@ -102,6 +111,8 @@ class Rollout:
     advantages: torch.Tensor  # [B]
     problem_ids: list[int] | None = None  # [P] index of each prompt in the fixed training set (None: fresh problems)
     context: BatchContext | None = None  # what was known before sampling (per-prompt pass rates)
+    # what update_policy measured on this batch (MEASURES; None: no update, every advantage was 0)
+    measured: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,9 @@ class GRPOTrainer:
         self._train_queue: list[int] = []  # indices of the current epoch still to be served
         self.served = 0  # training problems served so far (epoch = served // train_set_size)
         self.pass_rates: dict[int, float] = {}  # fixed set: each problem's pass rate the last time it was trained on
+        # The last optimizer step's flattened gradient, kept (and checkpointed) only while the controller measures
+        # grad_alignment: the next batch's first gradient is compared with it.
+        self.previous_gradient: torch.Tensor | None = None
         torch.manual_seed(self.config.seed)
 
     # -- knobs -------------------------------------------------------------------------------------------
@@ -196,6 +210,8 @@ class GRPOTrainer:
         """A knob's value when no controller adapts it: the config's field (``HYPERPARAMETER_FIELDS`` names the
         hyperparameters' fields; the learning-rate multiplier is 1), else the knob's off value (a knob registered
         outside metahp has no field)."""
+        if name == "epsilon_high" and self.config.clip_eps_high is None:
+            return self.config.clip_eps  # symmetric: the upper bound is clip_eps
         if name in HYPERPARAMETER_FIELDS:
             field = HYPERPARAMETER_FIELDS[name]
             return KNOBS[name].off_value if field is None else getattr(self.config, field)
@@ -325,20 +341,37 @@ class GRPOTrainer:
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
         return self.sampling_logprobs(logits[:, :-1], rollout)
 
-    def loss(self, new_logp, old_logp, ref_logp, advantages, mask, knobs: dict | None = None) -> torch.Tensor:
+    def loss(self, new_logp, old_logp, ref_logp, advantages, mask, knobs: dict | None = None,
+             measures: dict | None = None) -> torch.Tensor:
         """Clipped policy-ratio loss averaged over completion tokens, plus beta * k3 KL to the reference; beta and
-        the clip range epsilon are the batch's ``knobs`` where a controller adapts them, else the config's."""
+        the clip range, ratio in [1 - epsilon, 1 + epsilon_high], are the batch's ``knobs`` where a controller adapts
+        them, else the config's (epsilon_high: clip_eps_high, or epsilon itself when that is None).
+
+        A dict passed as ``measures`` receives what the loss measured on the way (no extra computation of note):
+        ``clip_fraction``, the share of completion tokens whose ratio the clip binds (below 1 - eps with A < 0, above
+        1 + eps_high with A > 0), and with a reference model ``kl``, the mean per-token k3 KL to it."""
         knobs = knobs or {}
         eps = knobs.get("epsilon", self.config.clip_eps)
+        eps_high = knobs.get("epsilon_high", eps if self.config.clip_eps_high is None else self.config.clip_eps_high)
         beta = knobs.get("beta", self.config.kl_beta)
         ratio = torch.exp(new_logp - old_logp)
         adv = advantages.unsqueeze(1)
-        per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
-        if ref_logp is not None and beta > 0:
-            delta = ref_logp - new_logp
-            per_token = per_token + beta * (torch.exp(delta) - delta - 1)
+        per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps_high) * adv)
         mask = mask.float()
-        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+        tokens = mask.sum().clamp(min=1)
+        measured = {} if measures is None else measures
+        if measures is not None:
+            with torch.no_grad():
+                clipped = ((ratio < 1 - eps) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+                measured["clip_fraction"] = float((clipped.float() * mask).sum() / tokens)
+        if ref_logp is not None:
+            delta = ref_logp - new_logp
+            kl = torch.exp(delta) - delta - 1
+            if measures is not None:
+                measured["kl"] = float((kl.detach() * mask).sum() / tokens)
+            if beta > 0:
+                per_token = per_token + beta * kl
+        return (per_token * mask).sum() / tokens
 
     def update_policy(self, rollout: Rollout) -> float:
         old_logp = self.sampling_logprobs(rollout.logits, rollout)  # exact: the logits that sampled the batch
@@ -347,18 +380,31 @@ class GRPOTrainer:
             with torch.no_grad():
                 ref_logp = self.completion_logprobs(self.reference, rollout)
         self.model.train()
-        losses = []
-        for _ in range(self.config.epochs):
+        gradients = "grad_alignment" in (getattr(self.controller, "measures", ()) if self.controller else ())
+        losses, measured = [], []
+        alignment = None
+        for epoch in range(self.config.epochs):
             new_logp = self.completion_logprobs(self.model, rollout)
+            measures: dict[str, float] = {}
             loss = self.loss(new_logp, old_logp, ref_logp, rollout.advantages, rollout.completion_mask,
-                             rollout.knobs)
+                             rollout.knobs, measures=measures)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            if gradients:  # only when asked: a model-sized copy per step
+                gradient = _flat_gradient(self.model)
+                if epoch == 0:  # this batch's first gradient against the optimizer step's before it
+                    alignment = _cosine(gradient, self.previous_gradient)
+                self.previous_gradient = gradient
             # the batch's learning-rate multiplier (1 unless adapted) on the configured rate, for this step only
             with scaled_learning_rate(self.optimizer, rollout.knobs.get("learning_rate", 1.0)):
                 self.optimizer.step()
             losses.append(float(loss.detach()))
+            measured.append(measures)
+        # what the step measured, travelling with its batch to the controller: means over the epochs
+        rollout.measured = {name: float(np.mean([m[name] for m in measured])) for name in measured[0]}
+        if gradients:
+            rollout.measured["grad_alignment"] = alignment
         return float(np.mean(losses))
 
     # -- one step, many steps ----------------------------------------------------------------------------
@@ -474,7 +520,9 @@ class GRPOTrainer:
             self.tokenizer.save_pretrained(staging)
             torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-                        "reference": None if self.reference is None else self.reference.state_dict()},
+                        "reference": None if self.reference is None else self.reference.state_dict(),
+                        "previous_gradient": None if self.previous_gradient is None
+                        else self.previous_gradient.detach().cpu()},
                        staging / "trainer.pt")
             state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
                      "python_rng": random.getstate(), "config": self.config.model_dump(),
@@ -534,6 +582,7 @@ class GRPOTrainer:
                              f"file is not from save_checkpoint.")
         _check_shapes(self.model, weights, path / "model.safetensors")
         _check_optimizer(self.optimizer, blob["optimizer"], path / "trainer.pt")
+        previous_gradient = _check_gradient(self.model, blob.get("previous_gradient"), path / "trainer.pt")
         # 2. the meta-policy checks its own state as it loads (all or nothing); then the rest is assigned
         backup = self.controller.state_dict() if self.controller is not None else None
         if self.controller is not None:
@@ -552,6 +601,7 @@ class GRPOTrainer:
             raise StateError(f"{path}: the checkpoint does not fit this trainer ({err}); build the trainer with the "
                              f"same model and settings as the saved run.") from None
         self.step, self.history = state["step"], state["history"]
+        self.previous_gradient = None if previous_gradient is None else previous_gradient.to(self.device)
         self._train_queue, self.served = list(state.get("train_queue", [])), state.get("served", 0)
         self.pass_rates = {int(i): float(r) for i, r in state.get("pass_rates", {}).items()}
         self._rng.bit_generator.state = state["numpy_rng"]
@@ -564,6 +614,33 @@ def _temperature_of(knobs: dict, logits: torch.Tensor):
     if not is_per_row(t):
         return t
     return torch.as_tensor(t, dtype=logits.dtype, device=logits.device).view(-1, *([1] * (logits.dim() - 1)))
+
+
+def _flat_gradient(model) -> torch.Tensor:
+    """Every parameter's gradient, flattened into one float32 vector in parameter order (0 where a parameter has
+    none), detached."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+                      for p in model.parameters()])
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor | None) -> float | None:
+    """cos(a, b); None without b or where either is zero (no direction to compare)."""
+    if b is None:
+        return None
+    norms = float(a.norm()) * float(b.norm())
+    return float(a.double() @ b.double().to(a.device)) / norms if norms > 0 else None
+
+
+def _check_gradient(model, saved, where: Path) -> torch.Tensor | None:
+    """The checkpoint's previous gradient: None, or a finite vector of the model's parameter count."""
+    if saved is None:
+        return None
+    size = sum(p.numel() for p in model.parameters())
+    if not isinstance(saved, torch.Tensor) or saved.shape != (size,) or not torch.isfinite(saved).all():
+        raise StateError(f"{where}: previous_gradient must be a finite vector of the model's {size} parameters, got "
+                         f"{type(saved).__name__} {tuple(getattr(saved, 'shape', ()))}; the file is corrupted or from "
+                         f"another model.")
+    return saved
 
 
 def _rng_states():
