@@ -417,3 +417,20 @@ def test_trl_clip_fraction_and_epsilon_high_reach_every_step(tmp_path):
     adapter.detach()
     assert (trainer.epsilon_low, trainer.epsilon_high) == (0.2, 0.2)
     assert adapter.step_measurements not in trainer.callback_handler.callbacks
+
+
+def test_epsilon_high_is_a_registered_hyperparameter_knob_that_conforms():
+    from metahp.knobs import KNOBS, hyperparameter_names
+    from metahp.testing import check_knob
+
+    assert KNOBS["epsilon_high"] is EpsilonHigh and "epsilon_high" in hyperparameter_names()
+    check_knob(EpsilonHigh())
+    with pytest.raises(metahp.ConfigError, match=r"\(0, 1\)"):
+        EpsilonHigh([0.2, 1.0])
+
+
+def test_trl_refuses_epsilon_high_with_a_loss_that_does_not_clip(tmp_path):
+    trainer = trl_tiny.grpo_trainer(tmp_path, loss_type="sapo")
+    with pytest.raises(metahp.ConfigError, match=r"loss_type='sapo' does not clip.*epsilon_high"):
+        metahp.adapt(trainer, knob="epsilon_high")
+    assert getattr(trainer, "_metahp_adapter", None) is None
