@@ -64,7 +64,9 @@ class ReferenceAdapter(kit.KitAdapter):
 
     def after_batch(self, rollout) -> dict[str, float]:
         # A batch without an update (every advantage 0) measured nothing: each measurement None, no move.
-        measured = rollout.measured if rollout.measured is not None else dict.fromkeys(MEASURES)
+        measured = None
+        if self.measures:
+            measured = rollout.measured if rollout.measured is not None else dict.fromkeys(MEASURES)
         return self.knobset.update_from_logits(rollout.logits, rollout.completion_ids, rollout.completion_mask,
                                                rollout.advantages, reward=float(rollout.rewards.mean()),
                                                used=rollout.knobs, measured=measured,

@@ -399,6 +399,7 @@ class PerBatch:
     def update(self, logp, adv, reward, used, contexts, measured=None) -> dict[str, float]:
         ks = self.ks
         metrics: dict[str, float] = {}
+        extra = {} if measured is None else {"measured": measured}  # what the trainer measured, when it did
         if ks.needs_likelihoods:
             logp = as_tensor(logp, "logp").detach().cpu().float() if logp is not None else None
             if logp is None or logp.dim() != 2 or logp.shape != (len(adv), ks.width):
@@ -418,12 +419,11 @@ class PerBatch:
                     ks._warn_unscored(name, skipped)
                 scalar = {} if reward is None else {"reward": reward}  # the likelihood rewards do not read it
                 per_row = {} if row_index is None else {"rows": row_index[rows]}
-                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), measured=measured, **scalar,
-                                  **per_row)
+                m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row, **extra)
             elif policy.reward.kind == "per_candidate":  # from advantages or measurements alone: every row
-                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv), measured=measured)
+                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv), **extra)
             else:
-                m = policy.update(reward=reward, measured=measured)
+                m = policy.update(reward=reward, **extra)
             metrics.update(name_metrics(m, name) if len(ks.policies) > 1 else m)
         return metrics
 
