@@ -56,10 +56,10 @@ class AdaptConfig(BaseModel):
 
     # -- what to adapt ------------------------------------------------------------------------------------------
     knob: str | InstanceOf[Knob] | tuple[str | InstanceOf[Knob], ...] = Field(
-        "temperature", description="The sampling knob(s) to adapt: a registered knob's name, its backend keyword "
+        "temperature", description="The knob(s) to adapt: a registered knob's name, its backend keyword "
         "('temperature', 'top_p', 'top_k', 'min_p'; the hyperparameters 'learning_rate' (a multiplier on the "
-        "scheduled rate), 'beta', 'epsilon': docs/hyperparameters.md; metahp.KNOBS), a Knob instance with its own grid "
-        "(Temperature([0.7, 1.0])), or a tuple of them (several knobs: see combine).")
+        "scheduled rate), 'beta', 'epsilon', 'epsilon_high': docs/hyperparameters.md; metahp.KNOBS), a Knob instance "
+        "with its own grid (Temperature([0.7, 1.0])), or a tuple of them (several knobs: see combine).")
     values: Any = Field(
         None, description="The candidate grid of one knob given by name, e.g. [0.7, 1.0, 1.3]; None: the knob's "
         "default grid (0.6..1.5 for the temperature). With several knobs, put each grid in a Knob instance.")
