@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from metahp.errors import ConfigError, StateError
+from metahp.errors import ConfigError, InputError, StateError
 from metahp.knobs import KNOBS, active_truncations, truncation_names
 from metahp.knobs.base import CHUNK_ELEMENTS
 from metahp.knobs.temperature import PerRowTemperature
@@ -130,9 +130,9 @@ class Processes:
     """
 
     def __init__(self, count: int = 1, index: int = 0, gather: Callable | None = None,
-                 broadcast: Callable | None = None, device: Any = None):
+                 broadcast: Callable | None = None, device: Any = None, gather_objects: Callable | None = None):
         self.count, self.index, self.device = count, index, device
-        self._gather, self._broadcast = gather, broadcast
+        self._gather, self._broadcast, self._gather_objects = gather, broadcast, gather_objects
 
     @classmethod
     def of_accelerator(cls, accelerator) -> Processes:
@@ -142,8 +142,22 @@ class Processes:
 
             broadcast_object_list(box, from_process=0)
 
+        def gather_objects(items):
+            from accelerate.utils import gather_object
+
+            return gather_object(items)
+
         return cls(accelerator.num_processes, accelerator.process_index, accelerator.gather, broadcast,
-                   accelerator.device)
+                   accelerator.device, gather_objects)
+
+    def gather_objects(self, items: list) -> list:
+        """Every rank's list of picklable items (e.g. prompt texts), concatenated in rank order."""
+        if self.count == 1:
+            return list(items)
+        if self._gather_objects is None:
+            raise ConfigError(f"{self.count} processes were given no way to gather objects: pass "
+                              f"Processes(..., gather_objects=...).")
+        return list(self._gather_objects(list(items)))
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.count == 1:
@@ -528,6 +542,30 @@ def single_call(target, name: str, replacement: Callable, what: str) -> Iterator
     if len(calls) != 1:
         raise ConfigError(f"{what} was called {len(calls)} times for one batch; values per completion need exactly "
                           f"one call over all rows. Use per='batch'.")
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as a per-prompt context reads it: the text itself, or a conversation's message contents joined by
+    newlines (a chat prompt is a list of {"role", "content"} messages)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list | tuple) and all(isinstance(m, dict) and "content" in m for m in prompt):
+        return "\n".join(m["content"] if isinstance(m["content"], str) else str(m["content"]) for m in prompt)
+    raise InputError(f"a prompt for a per-prompt context must be a text or a list of chat messages, got "
+                     f"{type(prompt).__name__}.")
+
+
+def group_prompts(prompts: Sequence, group_size: int, processes: Processes) -> list[str]:
+    """The text of each group's prompt across the global batch (every rank's rows in rank order, groups of
+    ``group_size`` consecutive rows that share one prompt), for a per-prompt context that reads prompts."""
+    texts = processes.gather_objects([prompt_text(p) for p in prompts])
+    if len(texts) % group_size:
+        raise InputError(f"{len(texts)} rows do not split into groups of {group_size}.")
+    groups = [texts[i:i + group_size] for i in range(0, len(texts), group_size)]
+    if any(len(set(g)) != 1 for g in groups):
+        raise InputError(f"values per prompt need each group's {group_size} rows to share one prompt, consecutive "
+                         f"in the batch; a group mixes prompts.")
+    return [g[0] for g in groups]
 
 
 def per_row_generate(generate: Callable, rows: torch.Tensor, who: str) -> Callable:

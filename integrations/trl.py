@@ -15,7 +15,9 @@ factored or as a product; and the update's hyperparameters (``trl_hyperparameter
 ``per="completion"``: one temperature per completion. Every copy stays at 1; generate gets a per-row logits
 processor (vLLM colocate: one SamplingParams per prompt); the batch carries each row's temperature to the loss,
 whose log-prob forwards scale row b's hidden states by 1 / t[b] ahead of the fused head (checked at attach).
-Evaluation uses the user's values (or ``eval_value=``).
+``per="prompt"`` with ``context=metahp.knobset.prompt_context(...)``: the same rows, one value per group, drawn from
+the meta-policy of its prompt's label (the prompts gathered across ranks). Evaluation uses the user's values (or
+``eval_value=``).
 Every TRL-private name is reached through ``trl_1_16``; the machinery any adapter needs is ``kit``'s.
 
 >>> adapter = metahp.adapt(trainer, "temperature", "tampo")      # doctest: +SKIP
@@ -33,7 +35,7 @@ import torch
 
 from metahp.errors import ConfigError
 from metahp.knobs import KNOBS, Knob, hyperparameter_names, sampling_names, truncation_names
-from metahp.knobset import KnobSet
+from metahp.knobset import KnobSet, context_reads
 
 from . import kit
 from . import trl_1_16 as trl_compat
@@ -43,7 +45,7 @@ from .capture import capturing, sequence_logprobs
 SUPPORTED_TRL = trl_compat.SUPPORTED_TRL
 STATE_FILE = kit.STATE_FILE
 # The adapter options (metahp.config) this adapter honours, and what it measures for the fitted rewards.
-ADAPTER_OPTIONS, MEASURES = ("likelihoods", "eval_value"), trl_hyper.MEASURES
+ADAPTER_OPTIONS, MEASURES = ("likelihoods", "eval_value", "context"), trl_hyper.MEASURES
 # Values per completion: the batch key carrying each row's temperature from generation to the loss's micro-batch.
 ROW_TEMPERATURE = "metahp_temperature"
 
@@ -69,10 +71,11 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
     def __init__(self, trainer, *, knob="temperature", updater="exp3", values=None, seed=None, eval_value=None,
                  likelihoods="auto", combine="factored", per="batch", **options):
         trl_compat.check_version()
-        if per == "prompt":
-            raise ConfigError("per='prompt' learns from each prompt's past pass rate, which TRL's GRPOTrainer does not "
-                              "keep; the reference trainer (metahp.lab.grpo) has it. Use per='completion' or 'batch'.")
-        if per == "completion":
+        if per == "prompt" and context_reads(options.get("context")) != "prompt":
+            raise ConfigError("per='prompt' on TRL reads each prompt's text: pass context=metahp.knobset."
+                              "prompt_context(classify, labels=...). The default context, each prompt's past pass "
+                              "rate, is kept by the reference trainer (metahp.lab.grpo), not by TRL's GRPOTrainer.")
+        if per != "batch":
             _check_per_completion(trainer)
         knobs = (knob,) if isinstance(knob, str | Knob) else tuple(knob)
         names = [k.name if isinstance(k, Knob) else k for k in knobs]
@@ -90,7 +93,7 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
                                   f"updater='softmax_gradient' (or 'tampo') with reward='informativeness' or "
                                   f"'within_group_advantage', or updater='uniform'.") from err
             raise
-        if knobset.per == "completion" and knobset.needs_likelihoods:
+        if knobset.per != "batch" and knobset.needs_likelihoods:
             raise ConfigError(f"values per completion in TRL learn from advantages alone (reward='informativeness' or "
                               f"'within_group_advantage', or updater='uniform'), not {knobset.policy.reward.name!r}, "
                               f"which needs likelihoods per candidate (the reference trainer, metahp.lab.grpo, has).")
@@ -128,7 +131,7 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
         replacements = {"_generate_and_score_completions": self._generate_and_score_completions,
                         "evaluation_loop": self._evaluation_loop, "_save_checkpoint": self._save_checkpoint,
                         "_load_optimizer_and_scheduler": self._load_optimizer_and_scheduler}
-        if self.per == "completion":
+        if self.per != "batch":  # values per completion or per prompt: one value per row
             backbones = trl_compat.fused_backbones(trainer)  # checks the heads first: nothing is wrapped on refusal
             replacements.update({"_compute_loss": self._compute_loss,
                                  "_get_per_token_logps_and_entropies": self._get_per_token_logps_and_entropies})
@@ -189,7 +192,7 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
         if not trainer.model.training:  # evaluation: the user's settings, no meta-update
             self.apply(self._eval)
             return original(inputs)
-        if self.per == "completion":
+        if self.per != "batch":
             return self._generate_per_completion(original, inputs)
         if "learning_rate" in self.knob_names:
             self._scale_learning_rate()
@@ -210,9 +213,12 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
 
     def _generate_per_completion(self, original, inputs):
         """One temperature per completion of the global generation batch (groups of num_generations consecutive
-        rows); this process samples and scores its slice of rows."""
+        rows), or per prompt (one per group, from its prompt's context); this process samples and scores its slice
+        of rows."""
         local, processes = len(inputs), self.processes
-        drawn = self.draw_and_apply(self.trainer.state.global_step, rows=local * processes.count)
+        contexts = (kit.group_prompts([x["prompt"] for x in inputs], self.trainer.args.num_generations, processes)
+                    if self.per == "prompt" else None)
+        drawn = self.draw_and_apply(self.trainer.state.global_step, rows=local * processes.count, contexts=contexts)
         (values,) = drawn.values()
         start = processes.index * local
         rows = torch.tensor(values[start:start + local], dtype=torch.float32)
@@ -226,7 +232,7 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
         output[ROW_TEMPERATURE] = rows.to(output["advantages"].device)
         start_time = time.perf_counter()
         advantages = processes.gather(output["advantages"].detach().float())  # the same update on every rank
-        metrics = self.knobset.update(advantages=advantages.cpu(), used=self._current)
+        metrics = self.knobset.update(advantages=advantages.cpu(), used=self._current, contexts=contexts)
         self.update_seconds.append(time.perf_counter() - start_time)
         trl_compat.log_metrics(self.trainer, metrics)
         return output

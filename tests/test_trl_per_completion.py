@@ -173,11 +173,26 @@ def test_resume_continues_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_draw_and_learn_the_same(tmp_path):
+def run_two_processes(tmp_path, mode):
     script = Path(__file__).with_name("trl_two_process.py")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script), str(tmp_path), "completion"], capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path), mode], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_two_processes_draw_per_prompt_from_the_whole_batchs_prompts(tmp_path):
+    run = run_two_processes(tmp_path, "prompt")
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 3
+    assert ranks[0]["state"] == ranks[1]["state"] and set(ranks[0]["state"]["policies"]) == {"small", "large"}
+    # groups of 4 at one value each: every step's 8 rows fall on the grid in multiples of 4
+    assert all(sum(h["rows"].values()) == 8 and all(n % 4 == 0 for n in h["rows"].values())
+               for h in ranks[0]["history"])
+
+
+def test_two_processes_draw_and_learn_the_same(tmp_path):
+    run = run_two_processes(tmp_path, "completion")
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
@@ -209,6 +224,54 @@ def test_vllm_colocate_samples_each_prompt_at_its_own_temperature(tmp_path):
     diffs = [h["sampling/sampling_logp_difference/max"] for h in trainer.state.log_history
              if "sampling/sampling_logp_difference/max" in h]
     assert len(diffs) == 3 and max(diffs) < TOL
+
+
+def test_values_per_prompt_come_from_the_policy_of_each_prompts_label_and_are_scored_there(tmp_path):
+    from metahp.knobset import prompt_context
+
+    trainer = sharpened(trl_tiny.grpo_trainer(tmp_path, **SETTINGS))
+    seen = []
+
+    def size(prompt):
+        seen.append(prompt)
+        return "small" if int(prompt[0]) < 5 else "large"
+
+    adapter = metahp.adapt(trainer, per="prompt", updater="softmax_gradient", reward="informativeness", values=GRID,
+                           seed=3, context=prompt_context(size, labels=("small", "large")))
+    assert set(adapter.knobset.policies) == {"small", "large"}
+    # each label's policy draws one value: which value a group got says which policy drew it
+    adapter.knobset.policies["small"].sample = lambda: 0.5
+    adapter.knobset.policies["large"].sample = lambda: 2.0
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(batch)
+    prompts = trainer.processing_class.batch_decode(out["prompt_ids"], skip_special_tokens=True)
+    assert seen[:4] == prompts[::4] and all(len(set(prompts[4 * g:4 * g + 4])) == 1 for g in range(4))
+    expected = torch.tensor([0.5 if int(p[0]) < 5 else 2.0 for p in prompts])
+    assert torch.equal(out[ROW].cpu(), expected) and adapter.value == expected.tolist()
+    close_on_mask(out["old_per_token_logps"], independent_logps(trainer.model, out, expected),
+                  out["completion_mask"])
+    # each label's policy learned from its own groups only
+    labels = {("small" if int(p[0]) < 5 else "large") for p in prompts[::4]}
+    assert {name for name, p in adapter.knobset.policies.items() if p.step == 1} == labels
+
+
+def test_per_prompt_on_trl_needs_a_context_that_reads_prompts(tmp_path):
+    from metahp.knobset import prompt_context
+
+    trainer = trl_tiny.grpo_trainer(tmp_path, **SETTINGS)
+
+    def by_rate(rate):
+        return "x"
+
+    by_rate.labels = ("x",)
+    with pytest.raises(ConfigError, match=r"reads each prompt's text.*prompt_context"):
+        metahp.adapt(trainer, per="prompt", updater="softmax_gradient", reward="informativeness", values=GRID,
+                     context=by_rate)
+    with pytest.raises(ConfigError, match="informativeness"):
+        metahp.adapt(trainer, per="prompt", updater="tampo", values=GRID,
+                     context=prompt_context(lambda p: "x", labels=("x",)))
+    assert getattr(trainer, "_metahp_adapter", None) is None
 
 
 # -- what cannot honour values per completion gets a clear error -------------------------------------------------
