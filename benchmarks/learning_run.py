@@ -23,6 +23,10 @@ TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill", "mixed", "mix
 FIXED = (0.6, 0.8, 1.0, 1.2, 1.5)
 UPDATERS = ("tampo", "softmax_gradient", "exp3", "sliding_window_ucb", "thompson")
 PER_COMPLETION = {"per": "completion", "values": list(FIXED)}
+# The learning-rate sweep (issue 21): multipliers on GRPOConfig's learning rate, a factor 4 apart. A factor 2 apart
+# (the knob's default grid 0.5..2) moved held-out accuracy by about 0.01 on addition in benchmarks/lr_probe.py, less
+# than the spread between seeds: too little for any arm to find or lose.
+LR_MULTIPLIERS = (0.25, 1.0, 4.0)
 
 
 # -- the strategies ---------------------------------------------------------------------------------------------
@@ -46,6 +50,9 @@ class Strategy:
     """metahp: the updater's name"""
     options: dict = field(default_factory=dict)
     """metahp: options passed to ``metahp.adapt`` (empty: the updater's defaults, nothing tuned on these seeds)"""
+    knob: str = "temperature"
+    """the knob it sets: ``"temperature"``, or ``"learning_rate"`` (fixed: a multiplier on the configured learning
+    rate, the temperature at 1.0; metahp: adapted over multipliers, issue 21)"""
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
@@ -73,6 +80,16 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     *(Strategy(f"prompt_family{suffix}", "metahp", updater="softmax_gradient",
                options={"per": "prompt", "values": list(FIXED), "reward": "informativeness", "context": "family",
                         **extra}) for suffix, extra in (("", {}), ("_lr0.25", {"lr": 0.25}), ("_lr4", {"lr": 4.0}))),
+    # The learning rate as the knob (issue 21), the temperature at 1.0: a sweep of multipliers on the configured rate,
+    # and one run adapting over the same multipliers, learned from the reward improvement (exp3, the default
+    # updater), from the alignment of successive gradients (softmax_gradient, the fitted signal), or not learned
+    # (uniform: the ablation; it ignores its feedback, and gradient_alignment is the per-candidate signal this knob
+    # accepts). All at their defaults: nothing tuned.
+    *(Strategy(f"lr_x{m:g}", "fixed", value=m, knob="learning_rate") for m in LR_MULTIPLIERS),
+    *(Strategy(f"lr_{name}", "metahp", updater=updater, knob="learning_rate",
+               options={"values": list(LR_MULTIPLIERS), **extra})
+      for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "gradient_alignment"}),
+                                   ("alignment", "softmax_gradient", {"reward": "gradient_alignment"}))),
 )}
 
 
@@ -220,11 +237,17 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
     task = make_task(task_name, None, seed)
     model, tokenizer, info = load_policy(args, task, seed)
 
-    # the trainer, and what sets its temperature
+    # the trainer, and what sets its temperature (or its learning rate)
+    settings = trainer_settings(args, task, seed)
+    fixed_temperature = strategy.kind == "fixed" and strategy.knob == "temperature"
+    if strategy.kind == "fixed" and strategy.knob == "learning_rate":
+        from metahp.lab.grpo import GRPOConfig
+
+        base = settings.get("learning_rate", GRPOConfig.model_fields["learning_rate"].default)
+        settings["learning_rate"] = base * strategy.value
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=args.prompts_per_step,
                           num_generations=args.num_generations,
-                          temperature=strategy.value if strategy.kind == "fixed" else 1.0,
-                          **trainer_settings(args, task, seed))
+                          temperature=strategy.value if fixed_temperature else 1.0, **settings)
     if strategy.kind == "schedule":
         trainer.attach(LinearSchedule(strategy.start, strategy.end, steps_for(args, task_name)))
     elif strategy.kind == "entropy":  # holds the first batch's token entropy at T = 1.0, T bounded to [0.5, 1.6]
@@ -239,7 +262,7 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             if not hasattr(task, "family_context"):
                 raise ValueError(f"{strategy_name} needs a task with prompt families (mixed), not {task_name}")
             options["context"] = task.family_context()
-        metahp.adapt(trainer, knob="temperature", updater=strategy.updater, **options)
+        metahp.adapt(trainer, knob=strategy.knob, updater=strategy.updater, **options)
 
     # train
     start = time.perf_counter()
@@ -265,7 +288,7 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
     adapted = strategy.kind == "metahp"
     record = {
         "task": task_name, "strategy": strategy_name, "seed": seed, "steps": steps_for(args, task_name),
-        "model": args.model,
+        "model": args.model, "knob": strategy.knob,
         "learning_rate": trainer.config.learning_rate, "max_completion_tokens": trainer.config.max_completion_tokens,
         "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
         "train_set_size": args.train_set_size,
@@ -278,6 +301,10 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             "entropy": [m["entropy"] for m in history],
             # metahp updaters: expected temperature under the meta-policy after each update
             "temperature_mean": [m.get("metahp/temperature_mean") for m in history] if adapted else None,
+            # the learning-rate knob: the multiplier each batch used, and its expected value under the meta-policy
+            **({"learning_rate": [m.get("metahp/learning_rate") for m in history],
+                "learning_rate_mean": [m.get("metahp/learning_rate_mean") for m in history]}
+               if adapted and strategy.knob == "learning_rate" else {}),
             # groups whose completions all got the same reward (no gradient), per step
             "zero_advantage_groups": [m.get("zero_advantage_groups") for m in history],
         },

@@ -295,3 +295,42 @@ def test_the_paired_table_reports_on_the_seeds_every_arm_finished_against_each_n
     assert "seeds 0-1 (2;" in text and "vs best fixed (0.6)" in text
     exp3 = next(line for line in text.splitlines() if line.startswith("| exp3 "))
     assert "| 0.600 [" in exp3 and "+0.050 [+0.050, +0.050] *" in exp3 and "+0.200 [" in exp3
+
+
+def test_the_paired_table_means_over_tasks_per_seed_with_each_tasks_own_best_fixed_arm(tmp_path, learning):
+    """Learning-rate arms (issue 21) are fixed arms by their prefix; the mean over tasks pairs per seed against each
+    task's own hindsight-best fixed arm."""
+    spec = importlib.util.spec_from_file_location("paired_table", BENCH / "paired_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "runs").mkdir()
+    accs = {"addition": {"lr_x0.25": [0.1, 0.2], "lr_x1": [0.3, 0.4], "lr_exp3": [0.3, 0.5]},
+            "sort": {"lr_x0.25": [0.6, 0.7], "lr_x1": [0.2, 0.3], "lr_exp3": [0.5, 0.7]}}
+    for task, arms in accs.items():
+        for strategy, values in arms.items():
+            for seed, acc in enumerate(values):
+                (tmp_path / "runs" / f"{task}__{strategy}__seed{seed}.json").write_text(
+                    json.dumps(_run(task, strategy, seed, acc, 0.1)))
+    text = module.main([str(tmp_path), "--task", "addition", "sort", "--strategies", "lr_exp3", "--against",
+                        "best_fixed", "lr_x1", "--fixed-prefix", "lr_x"])
+    assert "vs best fixed (1)" in text and "vs best fixed (0.25)" in text
+    mean = text.split("mean over 2 tasks")[1]
+    row = next(line for line in mean.splitlines() if line.startswith("| lr_exp3 "))
+    # per seed: ((0.3-0.3) + (0.5-0.6)) / 2 = -0.05 and ((0.5-0.4) + (0.7-0.7)) / 2 = +0.05 against each best;
+    # against lr_x1: (0 + 0.3) / 2 = 0.15 and (0.1 + 0.4) / 2 = 0.25
+    assert "| +0.000 [" in row and "| +0.200 [" in row
+    with pytest.raises(SystemExit, match="no fixed arm named fixed_"):
+        module.main([str(tmp_path), "--task", "addition", "--strategies", "lr_exp3"])
+
+
+def test_learning_rate_strategies_set_the_learning_rate_knob_over_the_sweeps_multipliers(learning):
+    import learning_run
+
+    strategies = learning_run.STRATEGIES
+    fixed = [s for s in strategies.values() if s.knob == "learning_rate" and s.kind == "fixed"]
+    assert sorted(s.value for s in fixed) == sorted(learning_run.LR_MULTIPLIERS)
+    for name in ("lr_exp3", "lr_uniform", "lr_alignment"):
+        assert strategies[name].knob == "learning_rate"
+        assert strategies[name].options["values"] == list(learning_run.LR_MULTIPLIERS)
+    assert strategies["lr_alignment"].options["reward"] == "gradient_alignment"
+    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith("lr_"))
