@@ -83,7 +83,8 @@ def plot_paired(summary: dict, path: Path, metric: str = "greedy_accuracy") -> P
 
 def _smoothed_mean(runs: list[dict], task: str, strategy: str, key: str, parts: int):
     """(steps, values): a series averaged over seeds, then a moving mean over 1/parts of the run; None if absent."""
-    series = [r["series"][key] for r in runs if r["task"] == task and r["strategy"] == strategy]
+    series = [r["series"][key] for r in runs if r["task"] == task and r["strategy"] == strategy
+              and r["series"].get(key) is not None]
     if not series:
         return None
     steps = min(len(x) for x in series)
@@ -92,11 +93,13 @@ def _smoothed_mean(runs: list[dict], task: str, strategy: str, key: str, parts: 
     return np.arange(window, steps + 1), np.convolve(mean, np.ones(window) / window, mode="valid")
 
 
-def plot_temperatures(runs: list[dict], path: Path) -> Path:
-    """Per task: temperature used (mean over seeds, moving mean) for the adaptive strategies and the schedules."""
+def plot_temperatures(runs: list[dict], path: Path, key: str = "temperature") -> Path:
+    """Per task: the knob's value used (mean over seeds, moving mean) for the adaptive strategies and the schedules;
+    ``key`` is the series: "temperature", or "learning_rate" (the multiplier, for the learning-rate arms)."""
     plt = _pyplot()
     tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
-    shown = [s for s in STRATEGIES if STRATEGIES[s].kind in ("schedule", "entropy", "metahp")]
+    shown = [s for s in STRATEGIES if STRATEGIES[s].kind in ("schedule", "entropy", "metahp")
+             and STRATEGIES[s].knob == key]
     cols = min(2, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False, sharey=True,
@@ -106,16 +109,16 @@ def plot_temperatures(runs: list[dict], path: Path) -> Path:
         ax.set_visible(False)
     for ax, task in zip(axes.flat, tasks, strict=False):  # a spare panel when the count is odd
         for i, s in enumerate(shown):
-            curve = _smoothed_mean(runs, task, s, "temperature", parts=20)
+            curve = _smoothed_mean(runs, task, s, key, parts=20)
             if curve is None:
                 continue
             style = "--" if STRATEGIES[s].kind == "schedule" else "-"
             ax.plot(*curve, style, color=cmap(i % 10), label=s, lw=1.3)
-        ax.set_title(f"{task}: temperature used")
+        ax.set_title(f"{task}: {key.replace('_', ' ')} used")
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
     for row in axes:
-        row[0].set_ylabel("T (mean over seeds, moving mean)")
+        row[0].set_ylabel(("T" if key == "temperature" else "multiplier") + " (mean over seeds, moving mean)")
     axes.flat[0].legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=110)
     plt.close(fig)

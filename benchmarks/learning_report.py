@@ -162,9 +162,13 @@ def report(out: Path) -> dict:
     write_json(out / "summary.json", {"summary": summary, "warm_before": warm,
                                       "runs": len(runs), "wall_s_total": sum(r["train_s"] + r["eval_s"] for r in runs)})
     figures = [plot_accuracy(summary, out / "accuracy.png"), plot_paired(summary, out / "paired.png"),
-               plot_temperatures(runs, out / "temperature.png"), plot_reward_curves(runs, out / "reward.png")]
+               plot_reward_curves(runs, out / "reward.png")]
+    if any(r.get("knob", "temperature") == "temperature" and kind_of(r["strategy"]) != "fixed" for r in runs):
+        figures.append(plot_temperatures(runs, out / "temperature.png"))
     if any(entry.get("zero_advantage") for entry in summary.values()):
         figures.append(plot_zero_advantage(runs, out / "zero_advantage.png"))
+    if any(r["series"].get("learning_rate") for r in runs):  # the learning-rate arms (issue 21)
+        figures.append(plot_temperatures(runs, out / "learning_rate.png", key="learning_rate"))
     if any(r["series"].get("buckets") for r in runs):
         figures.append(plot_buckets(runs, out / "buckets.png"))
     print(text)
