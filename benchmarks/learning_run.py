@@ -89,7 +89,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     *(Strategy(f"lr_{name}", "metahp", updater=updater, knob="learning_rate",
                options={"values": list(LR_MULTIPLIERS), **extra})
       for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "gradient_alignment"}),
-                                   ("alignment", "softmax_gradient", {"reward": "gradient_alignment"}))),
+                                   ("alignment", "softmax_gradient", {"reward": "gradient_alignment"}),
+                                   # added after the first run: AdamW's hypergradient (the previous update's direction)
+                                   ("update", "softmax_gradient", {"reward": "update_alignment"}))),
 )}
 
 

@@ -19,7 +19,7 @@ from . import kit
 ADAPTER_OPTIONS = ("context",)
 # What the trainer measures in its update for the rewards fitted to a hyperparameter (metahp.lab.grpo.MEASURES;
 # metahp.adapt refuses a reward that needs another).
-MEASURES = ("grad_alignment", "kl", "clip_fraction")
+MEASURES = ("grad_alignment", "update_alignment", "kl", "clip_fraction")
 
 
 def supports(trainer) -> bool:

@@ -17,8 +17,8 @@ from metahp.knobs.learning_rate import LearningRateScale
 from . import trl_1_16 as trl_compat
 
 # What this adapter measures for the rewards fitted to a hyperparameter (metahp.adapt refuses a reward needing
-# another): what TRL's loss logs per micro-batch. Not grad_alignment: it needs the previous optimizer step's whole
-# gradient kept across steps and saved in every checkpoint for an exact resume (sharded under FSDP, a model-sized
+# another): what TRL's loss logs per micro-batch. Not grad_alignment or update_alignment: each needs the previous
+# optimizer step's whole gradient (or parameter change) kept across steps and saved in every checkpoint for an exact resume (sharded under FSDP, a model-sized
 # tensor beside the adapter's JSON state); metahp's reference trainer measures it.
 MEASURES = tuple(trl_compat.LOGGED_MEASUREMENTS)
 
@@ -31,8 +31,8 @@ class HyperparameterCopies:
         missing = [m for m in needed if m not in MEASURES]
         if missing:
             raise ConfigError(f"{missing} cannot be measured on TRL (this adapter measures {list(MEASURES)}, read from "
-                              f"what TRL's loss logs); gradient_alignment needs the previous optimizer step's gradient "
-                              f"saved in every checkpoint, which metahp's reference trainer (metahp.lab.grpo) does. "
+                              f"what TRL's loss logs); gradient_alignment and update_alignment need the previous "
+                              f"optimizer step's gradient or update saved in every checkpoint, which metahp's reference trainer (metahp.lab.grpo) does. "
                               f"On TRL adapt learning_rate with updater='exp3' and reward='reward_improvement'.")
         self.learning_rate_scale: LearningRateScale | None = None  # on trainer.optimizer, built in train()
         self._learning_rate_multiplier = 1.0

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import metahp
 from metahp.knobs import Beta, EpsilonHigh, LearningRate
 from metahp.knobset import KnobSet
-from metahp.rewards import Batch, ClipTarget, GradientAlignment, KLTarget
+from metahp.rewards import Batch, ClipTarget, GradientAlignment, KLTarget, UpdateAlignment
 
 _here = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("trl_tiny", _here / "trl_tiny.py")
@@ -346,6 +346,100 @@ def test_reference_grpo_config_refuses_a_bad_upper_bound():
 
 
 # -- TRL ----------------------------------------------------------------------------------------------------------
+# -- update_alignment: the hypergradient for an adaptive optimizer ------------------------------------------------
+def test_update_alignment_scores_each_multiplier_by_the_cosine_times_its_log_and_refuses_a_non_cosine():
+    values = [0.25, 1.0, 4.0]
+    a, _ = UpdateAlignment()({}, batch(values, update_alignment=0.5))
+    assert a == pytest.approx([0.5 * math.log(0.25), 0.0, 0.5 * math.log(4.0)])
+    a, _ = UpdateAlignment()({}, batch(values, update_alignment=None))  # the first step: no update before it
+    assert not a.any()
+    with pytest.raises(metahp.InputError, match="not a cosine"):
+        UpdateAlignment()({}, batch(values, update_alignment=-1.5))
+    with pytest.raises(metahp.InputError, match="update_alignment.*reference trainer"):
+        UpdateAlignment()({}, batch(values, grad_alignment=0.5))  # measured, but not what it reads
+
+
+class ParameterRecorder:
+    """The flattened parameters before and after every optimizer step, and the gradient each step took."""
+
+    def __init__(self, model):
+        self.model, self.before, self.after, self.gradients = model, [], [], []
+
+    def _flat(self):
+        return torch.cat([p.detach().reshape(-1).clone().float() for p in self.model.parameters()])
+
+    def __enter__(self):
+        def pre(optimizer, args, kwargs):
+            self.before.append(self._flat())
+            self.gradients.append(torch.cat([p.grad.detach().reshape(-1).clone() if p.grad is not None
+                                             else torch.zeros(p.numel()) for p in self.model.parameters()]))
+
+        self._handles = [register_optimizer_step_pre_hook(pre),
+                         register_optimizer_step_post_hook(lambda optimizer, args, kwargs: self.after.append(
+                             self._flat()))]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+
+
+def test_reference_measures_the_cosine_of_each_gradient_with_the_previous_optimizer_update():
+    trainer = reference_trainer()
+    adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward="update_alignment")
+    seen = spy_measured(adapter)
+    with ParameterRecorder(trainer.model) as recorder:
+        history = trainer.train(3, progress=False)
+    g, before, after = recorder.gradients, recorder.before, recorder.after
+    assert len(g) == 6  # 3 batches x 2 epochs
+    assert seen[0]["update_alignment"] is None  # no optimizer step before the first batch: no move
+    # each batch's first gradient against the parameter change of the optimizer step before it (the previous
+    # batch's last), theta before minus theta after: the descent direction AdamW took
+    assert seen[1]["update_alignment"] == pytest.approx(cosine(g[2], before[1] - after[1]), abs=1e-5)
+    assert seen[2]["update_alignment"] == pytest.approx(cosine(g[4], before[3] - after[3]), abs=1e-5)
+    # not the gradient alignment: under AdamW the update's direction is not the gradient's
+    assert seen[2]["update_alignment"] != pytest.approx(cosine(g[4], g[3]), abs=1e-3)
+    assert history[2]["metahp/advantage/2"] == pytest.approx(seen[2]["update_alignment"] * math.log(2.0))
+    assert torch.allclose(trainer.previous_update, before[5] - after[5])
+    assert trainer.previous_gradient is None  # what gradient_alignment keeps is not kept for this signal
+
+
+def test_reference_resume_continues_the_update_alignment_exactly_and_refuses_a_corrupted_update(tmp_path):
+    def build():
+        trainer = reference_trainer()
+        adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient",
+                               reward="update_alignment", lr=4.0, seed=0)
+        return trainer, adapter, spy_measured(adapter)
+
+    straight, straight_adapter, straight_seen = build()
+    straight.train(4, progress=False)
+    first, _, _ = build()
+    first.train(2, progress=False)
+    first.save_checkpoint(tmp_path / "ckpt")
+    resumed, adapter, seen = build()
+    resumed.load_checkpoint(tmp_path / "ckpt")
+    assert torch.equal(resumed.previous_update, first.previous_update)
+    resumed.train(4, progress=False)
+    assert seen[0]["update_alignment"] is not None  # the resumed step compares with the saved update
+    assert [m["update_alignment"] for m in seen] == [m["update_alignment"] for m in straight_seen[2:]]
+    assert adapter.policy.state_dict() == straight_adapter.policy.state_dict()
+
+    blob = torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)
+    blob["previous_update"] = torch.full_like(blob["previous_update"], float("nan"))
+    torch.save(blob, tmp_path / "ckpt" / "trainer.pt")
+    fresh, _, _ = build()
+    with pytest.raises(metahp.StateError, match="trainer.pt: previous_update must be a finite vector"):
+        fresh.load_checkpoint(tmp_path / "ckpt")
+    assert fresh.step == 0 and fresh.previous_update is None
+
+
+def test_trl_refuses_update_alignment_before_touching_the_trainer(tmp_path):
+    trainer = trl_tiny.grpo_trainer(tmp_path)
+    with pytest.raises(metahp.ConfigError, match=r"\['update_alignment'\].*does not measure"):
+        metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward="update_alignment")
+    assert getattr(trainer, "_metahp_adapter", None) is None
+
+
 def test_trl_refuses_gradient_alignment_before_touching_the_trainer(tmp_path):
     trainer = trl_tiny.grpo_trainer(tmp_path)
     with pytest.raises(metahp.ConfigError, match=r"\['grad_alignment'\].*does not measure.*reference trainer"):

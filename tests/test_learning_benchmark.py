@@ -329,8 +329,9 @@ def test_learning_rate_strategies_set_the_learning_rate_knob_over_the_sweeps_mul
     strategies = learning_run.STRATEGIES
     fixed = [s for s in strategies.values() if s.knob == "learning_rate" and s.kind == "fixed"]
     assert sorted(s.value for s in fixed) == sorted(learning_run.LR_MULTIPLIERS)
-    for name in ("lr_exp3", "lr_uniform", "lr_alignment"):
+    for name in ("lr_exp3", "lr_uniform", "lr_alignment", "lr_update"):
         assert strategies[name].knob == "learning_rate"
         assert strategies[name].options["values"] == list(learning_run.LR_MULTIPLIERS)
     assert strategies["lr_alignment"].options["reward"] == "gradient_alignment"
+    assert strategies["lr_update"].options["reward"] == "update_alignment"
     assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith("lr_"))

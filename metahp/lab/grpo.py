@@ -54,9 +54,10 @@ from metahp.state import (
 HYPERPARAMETER_FIELDS = {"learning_rate": None, "beta": "kl_beta", "epsilon": "clip_eps",
                          "epsilon_high": "clip_eps_high"}
 # What update_policy measures for the rewards fitted to a hyperparameter (metahp.rewards.Batch.measured): the cosine of
-# this batch's first gradient with the optimizer step's before it, the mean per-token KL to the reference (kl_beta > 0)
-# and the share of completion tokens the loss clipped. The gradient is kept only when the controller asks for it.
-MEASURES = ("grad_alignment", "kl", "clip_fraction")
+# this batch's first gradient with the optimizer step's gradient before it (grad_alignment) and with that step's parameter
+# change (update_alignment), the mean per-token KL to the reference (kl_beta > 0) and the share of completion tokens
+# the loss clipped. The gradient and the update are kept only when the controller asks for them.
+MEASURES = ("grad_alignment", "update_alignment", "kl", "clip_fraction")
 
 
 class GRPOConfig(BaseModel):
@@ -197,6 +198,9 @@ class GRPOTrainer:
         # The last optimizer step's flattened gradient, kept (and checkpointed) only while the controller measures
         # grad_alignment: the next batch's first gradient is compared with it.
         self.previous_gradient: torch.Tensor | None = None
+        # The last optimizer step's parameter change (theta before minus theta after), kept (and checkpointed) only
+        # while the controller measures update_alignment: the next batch's first gradient is compared with it.
+        self.previous_update: torch.Tensor | None = None
         torch.manual_seed(self.config.seed)
 
     # -- knobs -------------------------------------------------------------------------------------------
@@ -380,9 +384,10 @@ class GRPOTrainer:
             with torch.no_grad():
                 ref_logp = self.completion_logprobs(self.reference, rollout)
         self.model.train()
-        gradients = "grad_alignment" in (getattr(self.controller, "measures", ()) if self.controller else ())
+        asked = getattr(self.controller, "measures", ()) if self.controller else ()
+        gradients, updates = "grad_alignment" in asked, "update_alignment" in asked
         losses, measured = [], []
-        alignment = None
+        alignment = update_alignment = None
         for epoch in range(self.config.epochs):
             new_logp = self.completion_logprobs(self.model, rollout)
             measures: dict[str, float] = {}
@@ -396,15 +401,23 @@ class GRPOTrainer:
                 if epoch == 0:  # this batch's first gradient against the optimizer step's before it
                     alignment = _cosine(gradient, self.previous_gradient)
                 self.previous_gradient = gradient
+            if updates:  # only when asked: two model-sized copies per step
+                if epoch == 0:  # this batch's first gradient against the optimizer step's update before it
+                    update_alignment = _cosine(_flat_gradient(self.model), self.previous_update)
+                before = _flat_parameters(self.model)
             # the batch's learning-rate multiplier (1 unless adapted) on the configured rate, for this step only
             with scaled_learning_rate(self.optimizer, rollout.knobs.get("learning_rate", 1.0)):
                 self.optimizer.step()
+            if updates:
+                self.previous_update = before - _flat_parameters(self.model)
             losses.append(float(loss.detach()))
             measured.append(measures)
         # what the step measured, travelling with its batch to the controller: means over the epochs
         rollout.measured = {name: float(np.mean([m[name] for m in measured])) for name in measured[0]}
         if gradients:
             rollout.measured["grad_alignment"] = alignment
+        if updates:
+            rollout.measured["update_alignment"] = update_alignment
         return float(np.mean(losses))
 
     # -- one step, many steps ----------------------------------------------------------------------------
@@ -522,7 +535,9 @@ class GRPOTrainer:
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                         "reference": None if self.reference is None else self.reference.state_dict(),
                         "previous_gradient": None if self.previous_gradient is None
-                        else self.previous_gradient.detach().cpu()},
+                        else self.previous_gradient.detach().cpu(),
+                        "previous_update": None if self.previous_update is None
+                        else self.previous_update.detach().cpu()},
                        staging / "trainer.pt")
             state = {"step": self.step, "history": self.history, "numpy_rng": self._rng.bit_generator.state,
                      "python_rng": random.getstate(), "config": self.config.model_dump(),
@@ -583,6 +598,8 @@ class GRPOTrainer:
         _check_shapes(self.model, weights, path / "model.safetensors")
         _check_optimizer(self.optimizer, blob["optimizer"], path / "trainer.pt")
         previous_gradient = _check_gradient(self.model, blob.get("previous_gradient"), path / "trainer.pt")
+        previous_update = _check_gradient(self.model, blob.get("previous_update"), path / "trainer.pt",
+                                          "previous_update")
         # 2. the meta-policy checks its own state as it loads (all or nothing); then the rest is assigned
         backup = self.controller.state_dict() if self.controller is not None else None
         if self.controller is not None:
@@ -602,6 +619,7 @@ class GRPOTrainer:
                              f"same model and settings as the saved run.") from None
         self.step, self.history = state["step"], state["history"]
         self.previous_gradient = None if previous_gradient is None else previous_gradient.to(self.device)
+        self.previous_update = None if previous_update is None else previous_update.to(self.device)
         self._train_queue, self.served = list(state.get("train_queue", [])), state.get("served", 0)
         self.pass_rates = {int(i): float(r) for i, r in state.get("pass_rates", {}).items()}
         self._rng.bit_generator.state = state["numpy_rng"]
@@ -623,6 +641,11 @@ def _flat_gradient(model) -> torch.Tensor:
                       for p in model.parameters()])
 
 
+def _flat_parameters(model) -> torch.Tensor:
+    """Every parameter, flattened into one float32 vector in parameter order, detached (a copy)."""
+    return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+
+
 def _cosine(a: torch.Tensor, b: torch.Tensor | None) -> float | None:
     """cos(a, b); None without b or where either is zero (no direction to compare)."""
     if b is None:
@@ -631,13 +654,14 @@ def _cosine(a: torch.Tensor, b: torch.Tensor | None) -> float | None:
     return float(a.double() @ b.double().to(a.device)) / norms if norms > 0 else None
 
 
-def _check_gradient(model, saved, where: Path) -> torch.Tensor | None:
-    """The checkpoint's previous gradient: None, or a finite vector of the model's parameter count."""
+def _check_gradient(model, saved, where: Path, name: str = "previous_gradient") -> torch.Tensor | None:
+    """The checkpoint's previous gradient (or update, ``name``): None, or a finite vector of the model's parameter
+    count."""
     if saved is None:
         return None
     size = sum(p.numel() for p in model.parameters())
     if not isinstance(saved, torch.Tensor) or saved.shape != (size,) or not torch.isfinite(saved).all():
-        raise StateError(f"{where}: previous_gradient must be a finite vector of the model's {size} parameters, got "
+        raise StateError(f"{where}: {name} must be a finite vector of the model's {size} parameters, got "
                          f"{type(saved).__name__} {tuple(getattr(saved, 'shape', ()))}; the file is corrupted or from "
                          f"another model.")
     return saved

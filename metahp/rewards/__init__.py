@@ -15,6 +15,7 @@ from metahp.rewards.informativeness import Informativeness
 from metahp.rewards.kl_target import KLTarget
 from metahp.rewards.reward_improvement import RewardImprovement
 from metahp.rewards.trajectory_likelihood import NORMALIZERS, TrajectoryLikelihood
+from metahp.rewards.update_alignment import UpdateAlignment
 from metahp.rewards.within_group_advantage import WithinGroupAdvantage
 
 REWARDS: dict[str, type[Reward]] = {}
@@ -60,9 +61,9 @@ def register_reward(cls: type[Reward]) -> type[Reward]:
 
 
 for _cls in (TrajectoryLikelihood, RewardImprovement, Informativeness, WithinGroupAdvantage, GradientAlignment,
-             KLTarget, ClipTarget):
+             UpdateAlignment, KLTarget, ClipTarget):
     register_reward(_cls)
 
 __all__ = ["FEEDBACK_KINDS", "MEASUREMENTS", "NORMALIZERS", "REWARDS", "Batch", "ClipTarget", "GradientAlignment",
-           "Informativeness", "KLTarget", "Reward", "RewardImprovement", "TrajectoryLikelihood", "WithinGroupAdvantage",
-           "register_reward"]
+           "Informativeness", "KLTarget", "Reward", "RewardImprovement", "TrajectoryLikelihood", "UpdateAlignment",
+           "WithinGroupAdvantage", "register_reward"]
