@@ -18,8 +18,9 @@ from . import trl_1_16 as trl_compat
 
 # What this adapter measures for the rewards fitted to a hyperparameter (metahp.adapt refuses a reward needing
 # another): what TRL's loss logs per micro-batch. Not grad_alignment or update_alignment: each needs the previous
-# optimizer step's whole gradient (or parameter change) kept across steps and saved in every checkpoint for an exact resume (sharded under FSDP, a model-sized
-# tensor beside the adapter's JSON state); metahp's reference trainer measures it.
+# optimizer step's whole gradient (or parameter change) kept across steps and saved in every checkpoint for an exact
+# resume (sharded under FSDP, a model-sized tensor beside the adapter's JSON state); metahp's reference trainer
+# measures them.
 MEASURES = tuple(trl_compat.LOGGED_MEASUREMENTS)
 
 
@@ -32,7 +33,8 @@ class HyperparameterCopies:
         if missing:
             raise ConfigError(f"{missing} cannot be measured on TRL (this adapter measures {list(MEASURES)}, read from "
                               f"what TRL's loss logs); gradient_alignment and update_alignment need the previous "
-                              f"optimizer step's gradient or update saved in every checkpoint, which metahp's reference trainer (metahp.lab.grpo) does. "
+                              f"optimizer step's gradient or update saved in every checkpoint, which metahp's "
+                              f"reference trainer (metahp.lab.grpo) does. "
                               f"On TRL adapt learning_rate with updater='exp3' and reward='reward_improvement'.")
         self.learning_rate_scale: LearningRateScale | None = None  # on trainer.optimizer, built in train()
         self._learning_rate_multiplier = 1.0

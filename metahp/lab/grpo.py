@@ -54,9 +54,9 @@ from metahp.state import (
 HYPERPARAMETER_FIELDS = {"learning_rate": None, "beta": "kl_beta", "epsilon": "clip_eps",
                          "epsilon_high": "clip_eps_high"}
 # What update_policy measures for the rewards fitted to a hyperparameter (metahp.rewards.Batch.measured): the cosine of
-# this batch's first gradient with the optimizer step's gradient before it (grad_alignment) and with that step's parameter
-# change (update_alignment), the mean per-token KL to the reference (kl_beta > 0) and the share of completion tokens
-# the loss clipped. The gradient and the update are kept only when the controller asks for them.
+# this batch's first gradient with the optimizer step's gradient before it (grad_alignment) and with that step's
+# parameter change (update_alignment), the mean per-token KL to the reference (kl_beta > 0) and the share of
+# completion tokens the loss clipped. The gradient and the update are kept only when the controller asks for them.
 MEASURES = ("grad_alignment", "update_alignment", "kl", "clip_fraction")
 
 

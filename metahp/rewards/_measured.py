@@ -27,7 +27,8 @@ MEASUREMENTS = {
     "grad_alignment": ("the cosine between this step's policy gradient and the previous step's",
                        "metahp's reference trainer (GRPOTrainer, in the lab)"),
     "update_alignment": ("the cosine between this step's policy gradient and the previous optimizer step's parameter "
-                         "change (theta before minus theta after)", "metahp's reference trainer (GRPOTrainer, in the lab)"),
+                         "change (theta before minus theta after)",
+                         "metahp's reference trainer (GRPOTrainer, in the lab)"),
     "kl": ("the mean per-token KL of the policy to the reference model",
            "the reference trainer (with kl_beta > 0) and TRL's adapter (with beta > 0)"),
     "clip_fraction": ("the share of completion tokens whose ratio was clipped in the loss",

@@ -34,7 +34,7 @@ class UpdateAlignment(MeasuredSignal):
 
     def signal(self, value: float) -> float:
         if not -1 - 1e-6 <= value <= 1 + 1e-6:
-            raise InputError(f"measured['update_alignment'] = {value:.4g} is not a cosine (in [-1, 1]); pass the cosine "
-                             f"between this step's gradient and the previous optimizer step's parameter change "
+            raise InputError(f"measured['update_alignment'] = {value:.4g} is not a cosine (in [-1, 1]); pass the "
+                             f"cosine between this step's gradient and the previous optimizer step's parameter change "
                              f"(theta before minus theta after).")
         return value

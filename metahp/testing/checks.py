@@ -617,8 +617,8 @@ def _reward_batches(k: int, count: int, seed: int) -> list[Batch]:
         logp = -rng.exponential(2.0, size=(8, k))
         if k > 1:
             logp[0, int(rng.integers(k))] = -np.inf
-        measured = {"grad_alignment": float(rng.uniform(-1, 1)), "update_alignment": float(rng.uniform(-1, 1)), "kl": float(rng.exponential(0.1)),
-                    "clip_fraction": float(rng.uniform(0, 0.3))}
+        measured = {"grad_alignment": float(rng.uniform(-1, 1)), "update_alignment": float(rng.uniform(-1, 1)),
+                    "kl": float(rng.exponential(0.1)), "clip_fraction": float(rng.uniform(0, 0.3))}
         out.append(Batch(seq_logprobs=logp, advantages=adv.ravel(), batch_size=8, mean_reward=float(rewards.mean()),
                          row_candidates=rng.integers(0, k, size=8), candidates=k, measured=measured,
                          values=np.geomspace(0.05, 0.5, k)))
