@@ -103,7 +103,10 @@ def mean_over_tasks(runs: list[dict], tasks: list[str], strategies: list[str], a
     return "\n".join(lines)
 
 
-def by_instruction(runs: list[dict], task: str, strategies: list[str]) -> str:
+def by_instruction(runs: list[dict], task: str, strategies: list[str], seeds: list[int] | None = None) -> str:
+    """Each strategy's mean accuracy per instruction, over ``seeds`` (the seeds of the paired table) or all."""
+    if seeds is not None:
+        runs = [r for r in runs if r["seed"] in seeds]
     kinds = sorted({k for r in runs if r["task"] == task for k in r["after"].get("greedy_by_instruction", {})})
     if not kinds:
         return ""
@@ -137,8 +140,9 @@ def main(argv=None) -> str:
         for task in args.task:
             strategies = sorted({r["strategy"] for r in runs if r["task"] == task and r["strategy"].startswith(pre)},
                                 key=lambda f: float(f.removeprefix(pre))) + args.strategies
-            text += (f"\n\n{task}: held-out greedy accuracy per instruction (prompt family), mean over seeds:\n\n"
-                     + by_instruction(runs, task, strategies))
+            seeds = paired(runs, task, args.strategies, args.against, args.metric, pre)[0]
+            text += (f"\n\n{task}: held-out greedy accuracy per instruction (prompt family), mean over the same seeds:"
+                     f"\n\n" + by_instruction(runs, task, strategies, seeds))
     print(text)
     return text
 

@@ -35,6 +35,12 @@ class ReferenceAdapter(kit.KitAdapter):
     who = "reference adapter"
 
     def __init__(self, trainer, knobset: KnobSet):
+        needed = {m for p in knobset.policies.values() for m in p.reward.needs_measured}
+        if "clip_fraction" in needed and trainer.config.epochs < 2:
+            raise ConfigError(f"the clipped fraction is measured from the second epoch on a batch (the first epoch's "
+                              f"ratio is exactly 1: nothing clips), and this trainer runs epochs="
+                              f"{trainer.config.epochs}: clip_target would never see a clipped token. Use "
+                              f"GRPOConfig(epochs=2) or more, or adapt epsilon with updater='exp3'.")
         super().__init__(knobset, {name: trainer.configured(name) for name in knobset.knobs})
         self.trainer = trainer
         for name in self.knob_names:  # its one copy: what the latest batch sampled with and its loss replays

@@ -94,9 +94,10 @@ class TRLAdapter(trl_hyper.HyperparameterCopies, kit.KitAdapter):
                                   f"'within_group_advantage', or updater='uniform'.") from err
             raise
         if knobset.per != "batch" and knobset.needs_likelihoods:
-            raise ConfigError(f"values per completion in TRL learn from advantages alone (reward='informativeness' or "
-                              f"'within_group_advantage', or updater='uniform'), not {knobset.policy.reward.name!r}, "
-                              f"which needs likelihoods per candidate (the reference trainer, metahp.lab.grpo, has).")
+            raise ConfigError(f"values per {knobset.per} in TRL learn from advantages alone (reward='informativeness' "
+                              f"or 'within_group_advantage', or updater='uniform'), not "
+                              f"{knobset.policy.reward.name!r}, which needs likelihoods per candidate (the reference "
+                              f"trainer, metahp.lab.grpo, has).")
         for name in names:
             (trl_hyper.check_hyperparameter if name in hyperparameter_names() else _check_trainer)(trainer, name)
         _check_settings(trainer, [n for n in names if n in sampling_names()], knobset.needs_likelihoods)

@@ -40,6 +40,8 @@ RUN_TIME_HYPERPARAMETERS = {"beta": ("beta",), "epsilon": ("epsilon_low", "epsil
 LOGGED_MEASUREMENTS = {"kl": "kl", "clip_fraction": "clip_ratio/region_mean"}
 # The loss types whose loss clips the ratio to [1 - epsilon_low, 1 + epsilon_high] (cispo caps at epsilon_high
 # itself; sapo and vespo do not clip).
+# What decides whether _generate_and_score_completions computes old log-probs (computes_old_logprobs).
+OLD_LOGPROBS_ATTRIBUTES = ("num_iterations", "use_vllm", "vllm_importance_sampling_correction")
 CLIPPED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
 
 
@@ -76,6 +78,7 @@ def missing_names(trainer=None) -> list[str]:
             missing.append("GRPOTrainer()._metrics['train']")
         if not hasattr(trainer, "_is_vlm"):
             missing.append("GRPOTrainer()._is_vlm")
+        missing += [f"GRPOTrainer().{attr}" for attr in OLD_LOGPROBS_ATTRIBUTES if not hasattr(trainer, attr)]
         missing += [f"GRPOTrainer().{attr}" for attrs in RUN_TIME_HYPERPARAMETERS.values() for attr in attrs
                     if not isinstance(getattr(trainer, attr, None), int | float)]
     return missing
@@ -103,6 +106,14 @@ def log_metrics(trainer, metrics: dict[str, float]) -> None:
 def logged_training_metrics(trainer) -> dict[str, list[float]]:
     """TRL's training metrics buffer (key -> values appended since the last log, which clears it)."""
     return trainer._metrics["train"]
+
+
+def computes_old_logprobs(trainer) -> bool:
+    """Whether _generate_and_score_completions computes old log-probs (else the loss's ratio is exactly 1 and nothing
+    clips): when generation and optimizer steps are misaligned, or with vLLM's importance-sampling correction."""
+    generate_every = trainer.args.steps_per_generation * trainer.num_iterations
+    return bool(trainer.args.gradient_accumulation_steps % generate_every != 0
+                or (trainer.use_vllm and trainer.vllm_importance_sampling_correction))
 
 
 def batch_mean_reward(trainer) -> float:

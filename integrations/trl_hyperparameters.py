@@ -36,6 +36,13 @@ class HyperparameterCopies:
                               f"optimizer step's gradient or update saved in every checkpoint, which metahp's "
                               f"reference trainer (metahp.lab.grpo) does. "
                               f"On TRL adapt learning_rate with updater='exp3' and reward='reward_improvement'.")
+        if "clip_fraction" in needed and not trl_compat.computes_old_logprobs(trainer):
+            raise ConfigError("clip_target reads TRL's clipped fraction, but with these settings TRL computes no old "
+                              "log-probs: the loss's ratio is exactly 1 and nothing ever clips "
+                              f"(num_iterations={trainer.num_iterations}, gradient_accumulation_steps="
+                              f"{trainer.args.gradient_accumulation_steps}, steps_per_generation="
+                              f"{trainer.args.steps_per_generation}). Set num_iterations=2 or more, or adapt epsilon "
+                              f"with updater='exp3' and reward='reward_improvement'.")
         self.learning_rate_scale: LearningRateScale | None = None  # on trainer.optimizer, built in train()
         self._learning_rate_multiplier = 1.0
         for name in names:

@@ -263,8 +263,9 @@ class KnobSet:
         logp: [B, K_total] (``scoring_knobs`` columns; zero-advantage rows may hold anything, they are not read),
             needed when ``needs_likelihoods``; advantages: [B]; reward: the batch's mean task reward (bandits);
             used: the batch's settings, to find each policy's sampling candidate (for the unscorable-row rule);
-            measured: what the trainer measured in this step's update ({"grad_alignment": ..., "kl": ...,
-            "clip_fraction": ...}), for the rewards fitted to a hyperparameter (``metahp.rewards.Batch.measured``).
+            measured: what the trainer measured in this step's update ({"grad_alignment": ..., "update_alignment": ...,
+            "kl": ..., "clip_fraction": ...}; ``metahp.rewards.MEASUREMENTS``), for the rewards fitted to a
+            hyperparameter (``metahp.rewards.Batch.measured``).
         """
         # Checked once; a batch of bandit policies reads only the mean reward, and its advantages stay unchecked.
         adv = advantages_of(advantages) if self._drawing.reads_advantages() else None
@@ -381,7 +382,8 @@ class PerBatch:
         return None
 
     def reads_advantages(self) -> bool:
-        return any(p.reward.kind == "per_candidate" for p in self.ks.policies.values())
+        # the fitted rewards (needs_measured) score candidates from a measurement alone, never from advantages
+        return any(p.reward.kind == "per_candidate" and not p.reward.needs_measured for p in self.ks.policies.values())
 
     def draw(self, agree, rows, contexts) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -421,7 +423,8 @@ class PerBatch:
                 per_row = {} if row_index is None else {"rows": row_index[rows]}
                 m = policy.update(columns[rows], adv[rows], batch_size=len(adv), **scalar, **per_row, **extra)
             elif policy.reward.kind == "per_candidate":  # from advantages or measurements alone: every row
-                m = policy.update(advantages=adv, rows=row_index, batch_size=len(adv), **extra)
+                m = policy.update(advantages=adv, rows=row_index, batch_size=None if adv is None else len(adv),
+                                  **extra)
             else:
                 m = policy.update(reward=reward, **extra)
             metrics.update(name_metrics(m, name) if len(ks.policies) > 1 else m)

@@ -129,7 +129,8 @@ def test_register_reward_refuses_an_incomplete_or_clashing_reward(registered):
         with pytest.raises(ConfigError, match=words):
             register_reward(cls)
     assert set(REWARDS) == {"trajectory_likelihood", "reward_improvement", "informativeness",
-                            "within_group_advantage", "gradient_alignment", "kl_target", "clip_target", "mean_reward"}
+                            "within_group_advantage", "gradient_alignment", "update_alignment", "kl_target",
+                            "clip_target", "mean_reward"}
 
 
 # -- updaters and rewards as instances ------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_clip_target_scores_epsilon_by_the_clipped_fraction_minus_the_target():
 
 
 @pytest.mark.parametrize("reward, name", [(GradientAlignment(), "grad_alignment"), (KLTarget(), "kl"),
-                                          (ClipTarget(), "clip_fraction")])
+                                          (ClipTarget(), "clip_fraction"), (UpdateAlignment(), "update_alignment")])
 def test_an_unmeasurable_step_gives_no_move_and_a_missing_or_bad_one_is_refused(reward, name):
     a, _ = reward({}, batch([0.1, 0.2], **{name: None}))
     assert np.array_equal(a, np.zeros(2))
@@ -79,11 +79,38 @@ def test_an_unmeasurable_step_gives_no_move_and_a_missing_or_bad_one_is_refused(
         reward({}, batch([0.1, 0.2], **{name: float("nan")}))
 
 
+def test_a_reward_needing_a_measurement_no_trainer_takes_is_refused_at_registration():
+    from metahp.rewards import register_reward
+    from metahp.rewards._measured import MeasuredSignal
+
+    class EntropySignal(MeasuredSignal):
+        name = "entropy_signal"
+        measurement = "entropy"
+        needs_measured = ("entropy",)
+
+        def signal(self, value):
+            return value
+
+    with pytest.raises(metahp.ConfigError, match=r"names \['entropy'\], which no trainer measures.*grad_alignment"):
+        register_reward(EntropySignal)
+    assert "entropy_signal" not in metahp.rewards.REWARDS
+
+
+def test_a_fitted_signal_updates_from_a_measurement_without_advantages():
+    ks = KnobSet("beta", "softmax_gradient", reward="kl_target", values=[0.01, 0.04])
+    metrics = ks.update(measured={"kl": 0.4})  # the batch's advantages are not what it learns from
+    assert metrics["metahp/advantage/0.04"] == pytest.approx(math.log(0.4 / 0.1) * math.log(0.04))  # target 0.1
+
+
 def test_out_of_range_measurements_are_refused():
     with pytest.raises(metahp.InputError, match="not a cosine"):
         GradientAlignment()({}, batch([0.5, 2.0], grad_alignment=1.5))
     with pytest.raises(metahp.InputError, match="share of tokens"):
         ClipTarget()({}, batch([0.1, 0.2], clip_fraction=-0.1))
+    with pytest.raises(metahp.InputError, match="negative.*>= 0"):
+        KLTarget()({}, batch([0.01, 0.02], kl=-0.5))
+    rounded = KLTarget()({}, batch([0.01, 0.02], kl=-1e-12))[0]  # a KL of 0 a hair below it: scored as 0
+    assert rounded == pytest.approx([-2 * math.log(0.01), -2 * math.log(0.02)])
 
 
 def test_a_policy_learns_from_the_measurement_passed_to_update():
@@ -248,6 +275,56 @@ def test_reference_kl_and_clip_fraction_reach_their_rewards():
     assert any(m["clip_fraction"] > 0 for m in seen)
     for m, h in zip(seen, history, strict=True):
         assert h["metahp/advantage/0.2"] == pytest.approx(m["clip_fraction"] * math.log(0.2))
+
+
+def test_reference_clip_fraction_leaves_out_the_first_epoch_which_cannot_clip():
+    """The first epoch's ratio is exactly 1 (old log-probs from the sampling logits): its clipped fraction is 0 by
+    construction, so it would halve the measurement at epochs=2 and pin it at 0 at epochs=1."""
+    from metahp.lab.grpo import GRPOTrainer
+
+    per_epoch = []
+    loss = GRPOTrainer.loss
+
+    def recording_loss(self, *args, measures=None, **kwargs):
+        out = loss(self, *args, measures=measures, **kwargs)
+        per_epoch.append(measures["clip_fraction"])
+        return out
+
+    trainer = reference_trainer(learning_rate=3e-2, epochs=3)
+    adapter = metahp.adapt(trainer, knob="epsilon", values=[0.1, 0.2], updater="softmax_gradient",
+                           reward="clip_target", target=0.0)
+    seen = spy_measured(adapter)
+    GRPOTrainer.loss = recording_loss
+    try:
+        trainer.train(2, progress=False)
+    finally:
+        GRPOTrainer.loss = loss
+    assert per_epoch[0] == 0.0 and per_epoch[3] == 0.0  # each batch's first epoch
+    assert seen[0]["clip_fraction"] == pytest.approx(np.mean(per_epoch[1:3]))
+    assert seen[1]["clip_fraction"] == pytest.approx(np.mean(per_epoch[4:6]))
+    assert any(m["clip_fraction"] > 0 for m in seen)
+
+
+def test_clip_target_is_refused_where_nothing_can_clip(tmp_path):
+    trainer = reference_trainer(epochs=1)
+    with pytest.raises(metahp.ConfigError, match="second epoch.*epochs=1.*GRPOConfig\\(epochs=2\\)"):
+        metahp.adapt(trainer, knob="epsilon", updater="softmax_gradient", reward="clip_target")
+    assert trainer.controller is None
+    metahp.adapt(trainer, knob="epsilon")  # exp3 on the reward improvement needs no clipped fraction
+    trl_trainer = trl_tiny.grpo_trainer(tmp_path)  # TRL's defaults: num_iterations=1, aligned steps, no old log-probs
+    with pytest.raises(metahp.ConfigError, match="no old log-probs.*num_iterations=1.*num_iterations=2 or more"):
+        metahp.adapt(trl_trainer, knob="epsilon", updater="softmax_gradient", reward="clip_target")
+    assert getattr(trl_trainer, "_metahp_adapter", None) is None
+
+
+def test_a_stale_gradient_or_update_is_dropped_when_no_reward_asks_for_it():
+    trainer = reference_trainer()
+    adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward="gradient_alignment")
+    trainer.train(1, progress=False)
+    assert trainer.previous_gradient is not None
+    adapter.detach()
+    trainer.train(3, progress=False)  # optimizer steps nobody measures: the kept gradient is no longer the last
+    assert trainer.previous_gradient is None and trainer.previous_update is None
 
 
 def same_batch_every_step(trainer) -> None:

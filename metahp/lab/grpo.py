@@ -386,6 +386,10 @@ class GRPOTrainer:
         self.model.train()
         asked = getattr(self.controller, "measures", ()) if self.controller else ()
         gradients, updates = "grad_alignment" in asked, "update_alignment" in asked
+        if not gradients:  # not asked now: a copy from steps ago must not pass for "the previous step's" later
+            self.previous_gradient = None
+        if not updates:
+            self.previous_update = None
         losses, measured = [], []
         alignment = update_alignment = None
         for epoch in range(self.config.epochs):
@@ -412,8 +416,13 @@ class GRPOTrainer:
                 self.previous_update = before - _flat_parameters(self.model)
             losses.append(float(loss.detach()))
             measured.append(measures)
-        # what the step measured, travelling with its batch to the controller: means over the epochs
+        # what the step measured, travelling with its batch to the controller: means over the epochs. The clipped
+        # fraction only over the epochs after the first: the first epoch's ratio is exactly 1 (the old log-probs are
+        # the sampling logits'), so it never clips; with one epoch nothing can clip (None: not measurable).
         rollout.measured = {name: float(np.mean([m[name] for m in measured])) for name in measured[0]}
+        if "clip_fraction" in rollout.measured:
+            later = [m["clip_fraction"] for m in measured[1:]]
+            rollout.measured["clip_fraction"] = float(np.mean(later)) if later else None
         if gradients:
             rollout.measured["grad_alignment"] = alignment
         if updates:

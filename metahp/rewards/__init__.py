@@ -44,6 +44,10 @@ def register_reward(cls: type[Reward]) -> type[Reward]:
     if not (isinstance(needs, tuple) and all(isinstance(n, str) for n in needs)):
         raise ConfigError(f"{cls.__name__}.needs_measured must be a tuple of measurement names such as ('kl',), got "
                           f"{needs!r}.")
+    unknown = [n for n in needs if n not in MEASUREMENTS]
+    if unknown:  # a trainer measures only these: an unknown name could never be passed
+        raise ConfigError(f"{cls.__name__}.needs_measured names {unknown}, which no trainer measures; the measurements "
+                          f"are {list(MEASUREMENTS)} (metahp.rewards.MEASUREMENTS).")
     fitted = cls.fitted_knobs
     if fitted is not None and not (isinstance(fitted, tuple) and fitted and all(isinstance(n, str) for n in fitted)):
         raise ConfigError(f"{cls.__name__}.fitted_knobs must be None (any knob) or a tuple of knob names such as "

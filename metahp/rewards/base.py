@@ -35,9 +35,10 @@ class Batch:
     candidates: K, the size of the grid.
     measured: what the trainer measured during this step's policy update, for rewards fitted to a hyperparameter
         (``Reward.needs_measured``): ``"grad_alignment"`` (cosine between this step's policy gradient and the previous
-        step's), ``"kl"`` (mean per-token KL to the reference model), ``"clip_fraction"`` (share of completion tokens
-        whose ratio was clipped). A name mapped to None was not measurable this step (the first step has no previous
-        gradient); None: nothing measured.
+        step's), ``"update_alignment"`` (cosine between this step's gradient and the previous optimizer step's
+        parameter change), ``"kl"`` (mean per-token KL to the reference model), ``"clip_fraction"`` (share of
+        completion tokens whose ratio was clipped). A name mapped to None was not measurable this step (the first
+        step has no previous gradient); None: nothing measured.
     values: [K] the candidate values (the knob's grid), so a reward can map a measured signal onto the candidates.
     """
 

@@ -21,6 +21,7 @@ from typing import Annotated
 
 from pydantic import Field, validate_call
 
+from metahp.errors import InputError
 from metahp.rewards._measured import MeasuredSignal
 
 
@@ -42,5 +43,8 @@ class KLTarget(MeasuredSignal):
         return {"target": self.target, "max_log_ratio": self.max_log_ratio}
 
     def signal(self, value: float) -> float:
+        if value < -1e-6:  # rounding can leave a KL of 0 a hair below it; more is not a KL
+            raise InputError(f"measured['kl'] = {value:.4g} is negative; pass the mean per-token k3 KL to the "
+                             f"reference, exp(d) - d - 1 with d = log pi_ref - log pi, which is >= 0.")
         ratio = math.log(value / self.target) if value > 0 else -math.inf  # k3 >= 0; 0: far below any target
         return min(max(ratio, -self.max_log_ratio), self.max_log_ratio)
