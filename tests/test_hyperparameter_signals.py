@@ -357,11 +357,13 @@ def test_gradient_alignment_moves_the_learning_rate_up_when_gradients_align():
     assert adapter.policy.expected_value > float(np.mean(LearningRate().values))
 
 
-def test_reference_resume_continues_the_gradient_alignment_exactly(tmp_path):
+@pytest.mark.parametrize("reward, measurement, kept", [("gradient_alignment", "grad_alignment", "previous_gradient"),
+                                                         ("update_alignment", "update_alignment", "previous_update")])
+def test_reference_resume_continues_the_alignment_exactly(tmp_path, reward, measurement, kept):
     def build():
         trainer = reference_trainer()
-        adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient",
-                               reward="gradient_alignment", lr=4.0, seed=0)
+        adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward=reward, lr=4.0,
+                               seed=0)
         return trainer, adapter, spy_measured(adapter)
 
     straight, straight_adapter, straight_seen = build()
@@ -372,27 +374,30 @@ def test_reference_resume_continues_the_gradient_alignment_exactly(tmp_path):
     first.save_checkpoint(tmp_path / "ckpt")
     resumed, adapter, seen = build()
     resumed.load_checkpoint(tmp_path / "ckpt")
-    assert torch.equal(resumed.previous_gradient, first.previous_gradient)
+    assert torch.equal(getattr(resumed, kept), getattr(first, kept))
     resumed.train(4, progress=False)
-    assert seen[0]["grad_alignment"] is not None  # the resumed step compares with the saved gradient
-    assert [m["grad_alignment"] for m in seen] == [m["grad_alignment"] for m in straight_seen[2:]]
+    assert seen[0][measurement] is not None  # the resumed step compares with the saved gradient or update
+    assert [m[measurement] for m in seen] == [m[measurement] for m in straight_seen[2:]]
     assert [h["value"] for h in adapter.history] == [h["value"] for h in straight_adapter.history]
     assert adapter.policy.state_dict() == straight_adapter.policy.state_dict()
 
 
-def test_a_corrupted_previous_gradient_is_refused_and_nothing_changes(tmp_path):
+@pytest.mark.parametrize("reward, kept", [("gradient_alignment", "previous_gradient"),
+                                          ("update_alignment", "previous_update")])
+def test_a_corrupted_previous_gradient_or_update_is_refused_and_nothing_changes(tmp_path, reward, kept):
     trainer = reference_trainer()
-    metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward="gradient_alignment")
-    trainer.train(1, progress=False)
+    metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward=reward)
+    trainer.train(2, progress=False)
     trainer.save_checkpoint(tmp_path / "ckpt")
     blob = torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)
-    blob["previous_gradient"] = torch.zeros(3)
+    assert blob[kept] is not None
+    blob[kept] = torch.zeros(3)
     torch.save(blob, tmp_path / "ckpt" / "trainer.pt")
     fresh = reference_trainer()
-    metahp.adapt(fresh, knob="learning_rate", updater="softmax_gradient", reward="gradient_alignment")
-    with pytest.raises(metahp.StateError, match="previous_gradient"):
+    metahp.adapt(fresh, knob="learning_rate", updater="softmax_gradient", reward=reward)
+    with pytest.raises(metahp.StateError, match=f"trainer.pt: {kept} must be a finite vector"):
         fresh.load_checkpoint(tmp_path / "ckpt")
-    assert fresh.step == 0 and fresh.previous_gradient is None
+    assert fresh.step == 0 and getattr(fresh, kept) is None
 
 
 def test_reference_epsilon_high_reaches_the_loss_of_its_batch():
@@ -479,35 +484,6 @@ def test_reference_measures_the_cosine_of_each_gradient_with_the_previous_optimi
     assert history[2]["metahp/advantage/2"] == pytest.approx(seen[2]["update_alignment"] * math.log(2.0))
     assert torch.allclose(trainer.previous_update, before[5] - after[5])
     assert trainer.previous_gradient is None  # what gradient_alignment keeps is not kept for this signal
-
-
-def test_reference_resume_continues_the_update_alignment_exactly_and_refuses_a_corrupted_update(tmp_path):
-    def build():
-        trainer = reference_trainer()
-        adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient",
-                               reward="update_alignment", lr=4.0, seed=0)
-        return trainer, adapter, spy_measured(adapter)
-
-    straight, straight_adapter, straight_seen = build()
-    straight.train(4, progress=False)
-    first, _, _ = build()
-    first.train(2, progress=False)
-    first.save_checkpoint(tmp_path / "ckpt")
-    resumed, adapter, seen = build()
-    resumed.load_checkpoint(tmp_path / "ckpt")
-    assert torch.equal(resumed.previous_update, first.previous_update)
-    resumed.train(4, progress=False)
-    assert seen[0]["update_alignment"] is not None  # the resumed step compares with the saved update
-    assert [m["update_alignment"] for m in seen] == [m["update_alignment"] for m in straight_seen[2:]]
-    assert adapter.policy.state_dict() == straight_adapter.policy.state_dict()
-
-    blob = torch.load(tmp_path / "ckpt" / "trainer.pt", weights_only=False)
-    blob["previous_update"] = torch.full_like(blob["previous_update"], float("nan"))
-    torch.save(blob, tmp_path / "ckpt" / "trainer.pt")
-    fresh, _, _ = build()
-    with pytest.raises(metahp.StateError, match="trainer.pt: previous_update must be a finite vector"):
-        fresh.load_checkpoint(tmp_path / "ckpt")
-    assert fresh.step == 0 and fresh.previous_update is None
 
 
 def test_trl_refuses_update_alignment_before_touching_the_trainer(tmp_path):
