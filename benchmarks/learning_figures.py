@@ -95,7 +95,7 @@ def _smoothed_mean(runs: list[dict], task: str, strategy: str, key: str, parts: 
 
 def plot_temperatures(runs: list[dict], path: Path, key: str = "temperature") -> Path:
     """Per task: the knob's value used (mean over seeds, moving mean) for the adaptive strategies and the schedules;
-    ``key`` is the series: "temperature", or "learning_rate" (the multiplier, for the learning-rate arms)."""
+    ``key`` is the series: "temperature", "learning_rate" (the multiplier) or "beta" (the hyperparameter arms)."""
     plt = _pyplot()
     tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
     shown = [s for s in STRATEGIES if STRATEGIES[s].kind in ("schedule", "entropy", "metahp")
@@ -118,7 +118,8 @@ def plot_temperatures(runs: list[dict], path: Path, key: str = "temperature") ->
         ax.set_xlabel("GRPO step")
         ax.grid(alpha=0.3)
     for row in axes:
-        row[0].set_ylabel(("T" if key == "temperature" else "multiplier") + " (mean over seeds, moving mean)")
+        label = {"temperature": "T", "learning_rate": "multiplier"}.get(key, key)
+        row[0].set_ylabel(f"{label} (mean over seeds, moving mean)")
     axes.flat[0].legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=110)
     plt.close(fig)

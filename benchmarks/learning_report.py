@@ -167,8 +167,9 @@ def report(out: Path) -> dict:
         figures.append(plot_temperatures(runs, out / "temperature.png"))
     if any(entry.get("zero_advantage") for entry in summary.values()):
         figures.append(plot_zero_advantage(runs, out / "zero_advantage.png"))
-    if any(r["series"].get("learning_rate") for r in runs):  # the learning-rate arms (issue 21)
-        figures.append(plot_temperatures(runs, out / "learning_rate.png", key="learning_rate"))
+    for knob in ("learning_rate", "beta"):  # the hyperparameter arms (issue 21): the value each batch used
+        if any(r["series"].get(knob) for r in runs):
+            figures.append(plot_temperatures(runs, out / f"{knob}.png", key=knob))
     if any(r["series"].get("buckets") for r in runs):
         figures.append(plot_buckets(runs, out / "buckets.png"))
     print(text)

@@ -27,6 +27,9 @@ PER_COMPLETION = {"per": "completion", "values": list(FIXED)}
 # (the knob's default grid 0.5..2) moved held-out accuracy by about 0.01 on addition in benchmarks/lr_probe.py, less
 # than the spread between seeds: too little for any arm to find or lose.
 LR_MULTIPLIERS = (0.25, 1.0, 4.0)
+# The KL-coefficient sweep (issue 21): GRPOConfig's default 0 (no KL term, as in DAPO and most GRPO recipes now), and
+# two weights a factor 4 apart around verl's and TRL's former 0.04 (0.04 itself and 0.16).
+BETAS = (0.0, 0.04, 0.16)
 
 
 # -- the strategies ---------------------------------------------------------------------------------------------
@@ -51,8 +54,11 @@ class Strategy:
     options: dict = field(default_factory=dict)
     """metahp: options passed to ``metahp.adapt`` (empty: the updater's defaults, nothing tuned on these seeds)"""
     knob: str = "temperature"
-    """the knob it sets: ``"temperature"``, or ``"learning_rate"`` (fixed: a multiplier on the configured learning
-    rate, the temperature at 1.0; metahp: adapted over multipliers, issue 21)"""
+    """the knob it sets: ``"temperature"``, ``"learning_rate"`` (fixed: a multiplier on the configured learning
+    rate, the temperature at 1.0; metahp: adapted over multipliers, issue 21) or ``"beta"`` (fixed: GRPOConfig's
+    kl_beta; metahp: adapted over the grid)"""
+    trainer: dict = field(default_factory=dict)
+    """GRPOConfig settings of its own (the adapted beta arms start at kl_beta > 0, so that a reference model exists)"""
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
@@ -92,6 +98,14 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
                                    ("alignment", "softmax_gradient", {"reward": "gradient_alignment"}),
                                    # added after the first run: AdamW's hypergradient (the previous update's direction)
                                    ("update", "softmax_gradient", {"reward": "update_alignment"}))),
+    # beta as the knob, the temperature at 1.0: the sweep, and one run adapting over it (starting at kl_beta 0.04 so
+    # that the reference model exists; a candidate 0 switches the KL term off for its batch), learned from the reward
+    # improvement (exp3), from the KL against verl's target 0.1 (kl_target), or not learned (uniform).
+    *(Strategy(f"beta_{b:g}", "fixed", value=b, knob="beta") for b in BETAS),
+    *(Strategy(f"beta_{name}", "metahp", updater=updater, knob="beta", trainer={"kl_beta": 0.04},
+               options={"values": list(BETAS), **extra})
+      for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "kl_target"}),
+                                   ("kl_target", "softmax_gradient", {"reward": "kl_target"}))),
 )}
 
 
@@ -247,6 +261,9 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
 
         base = settings.get("learning_rate", GRPOConfig.model_fields["learning_rate"].default)
         settings["learning_rate"] = base * strategy.value
+    if strategy.kind == "fixed" and strategy.knob == "beta":
+        settings["kl_beta"] = strategy.value
+    settings.update(strategy.trainer)
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=args.prompts_per_step,
                           num_generations=args.num_generations,
                           temperature=strategy.value if fixed_temperature else 1.0, **settings)
@@ -307,6 +324,9 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             **({"learning_rate": [m.get("metahp/learning_rate") for m in history],
                 "learning_rate_mean": [m.get("metahp/learning_rate_mean") for m in history]}
                if adapted and strategy.knob == "learning_rate" else {}),
+            **({"beta": [m.get("metahp/beta") for m in history],
+                "beta_mean": [m.get("metahp/beta_mean") for m in history]}
+               if adapted and strategy.knob == "beta" else {}),
             # groups whose completions all got the same reward (no gradient), per step
             "zero_advantage_groups": [m.get("zero_advantage_groups") for m in history],
         },

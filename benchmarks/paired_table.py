@@ -22,6 +22,17 @@ from learning_report import load_runs  # noqa: E402
 from learning_stats import mean_ci, metric_value, paired_diff  # noqa: E402
 
 
+def is_fixed(strategy: str, prefix: str) -> bool:
+    """A fixed arm: ``<prefix><number>`` (``beta_0.04`` is one, ``beta_exp3`` is not)."""
+    if not strategy.startswith(prefix):
+        return False
+    try:
+        float(strategy[len(prefix):])
+    except ValueError:
+        return False
+    return True
+
+
 def values_by_strategy(runs: list[dict], task: str, metric: str) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for r in runs:
@@ -45,7 +56,7 @@ def paired(runs: list[dict], task: str, strategies: list[str], against: list[str
     """(the seeds every arm of ``task`` finished, the hindsight-best fixed arm, each arm's value by seed on them).
     Fixed arms are the strategies named ``<fixed_prefix><value>``."""
     values = values_by_strategy(runs, task, metric)
-    fixed = [s for s in values if s.startswith(fixed_prefix)]
+    fixed = [s for s in values if is_fixed(s, fixed_prefix)]
     if not fixed:
         raise SystemExit(f"{task} has no fixed arm named {fixed_prefix}<value>: {sorted(values)}")
     seeds = complete_seeds(values, [*fixed, *strategies, *[a for a in against if a != "best_fixed"]])
@@ -59,7 +70,7 @@ def paired(runs: list[dict], task: str, strategies: list[str], against: list[str
 def table(runs: list[dict], task: str, strategies: list[str], against: list[str], metric: str,
           fixed_prefix: str = "fixed_") -> str:
     seeds, best, values = paired(runs, task, strategies, against, metric, fixed_prefix)
-    fixed = [s for s in values if s.startswith(fixed_prefix)]
+    fixed = [s for s in values if is_fixed(s, fixed_prefix)]
     names = {"best_fixed": f"best fixed ({best.removeprefix(fixed_prefix)})"}
     lines = [f"{task}, {metric}, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}; every arm finished them)", "",
              "| strategy | mean [95% CI] | " + " | ".join(f"vs {names.get(a, a)}" for a in against) + " |",
@@ -138,7 +149,7 @@ def main(argv=None) -> str:
     text = "\n\n".join(parts)
     if args.by_instruction:
         for task in args.task:
-            strategies = sorted({r["strategy"] for r in runs if r["task"] == task and r["strategy"].startswith(pre)},
+            strategies = sorted({r["strategy"] for r in runs if r["task"] == task and is_fixed(r["strategy"], pre)},
                                 key=lambda f: float(f.removeprefix(pre))) + args.strategies
             seeds = paired(runs, task, args.strategies, args.against, args.metric, pre)[0]
             text += (f"\n\n{task}: held-out greedy accuracy per instruction (prompt family), mean over the same seeds:"

@@ -334,4 +334,19 @@ def test_learning_rate_strategies_set_the_learning_rate_knob_over_the_sweeps_mul
         assert strategies[name].options["values"] == list(learning_run.LR_MULTIPLIERS)
     assert strategies["lr_alignment"].options["reward"] == "gradient_alignment"
     assert strategies["lr_update"].options["reward"] == "update_alignment"
-    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith("lr_"))
+    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith(("lr_", "beta_")))
+
+
+def test_beta_strategies_start_with_a_reference_model_and_adapt_over_the_sweep(learning, tmp_path):
+    import learning_run
+
+    strategies = learning_run.STRATEGIES
+    assert sorted(s.value for s in strategies.values() if s.knob == "beta" and s.kind == "fixed") == sorted(
+        learning_run.BETAS)
+    for name in ("beta_exp3", "beta_uniform", "beta_kl_target"):
+        assert strategies[name].trainer["kl_beta"] > 0  # beta adapted needs the reference model from the start
+        assert strategies[name].options["values"] == list(learning_run.BETAS)
+    spec = importlib.util.spec_from_file_location("paired_table", BENCH / "paired_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.is_fixed("beta_0.04", "beta_") and not module.is_fixed("beta_exp3", "beta_")
