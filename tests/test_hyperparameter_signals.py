@@ -171,20 +171,29 @@ def test_a_state_that_no_signal_writes_is_refused_and_nothing_changes():
 
 
 # -- the reference trainer ----------------------------------------------------------------------------------------
-class GradientRecorder:
-    """Every optimizer step's flattened gradient (what the optimizer is about to apply), while open."""
+class ParameterRecorder:
+    """The flattened parameters before and after every optimizer step, and the gradient each step took."""
 
     def __init__(self, model):
-        self.model, self.gradients = model, []
+        self.model, self.before, self.after, self.gradients = model, [], [], []
+
+    def _flat(self):
+        return torch.cat([p.detach().reshape(-1).clone().float() for p in self.model.parameters()])
 
     def __enter__(self):
-        self._handle = register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: self.gradients.append(
-            torch.cat([p.grad.detach().reshape(-1).clone() if p.grad is not None else torch.zeros(p.numel())
-                       for p in self.model.parameters()])))
+        def pre(optimizer, args, kwargs):
+            self.before.append(self._flat())
+            self.gradients.append(torch.cat([p.grad.detach().reshape(-1).clone() if p.grad is not None
+                                             else torch.zeros(p.numel()) for p in self.model.parameters()]))
+
+        self._handles = [register_optimizer_step_pre_hook(pre),
+                         register_optimizer_step_post_hook(lambda optimizer, args, kwargs: self.after.append(
+                             self._flat()))]
         return self
 
     def __exit__(self, *exc):
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 def spy_measured(adapter) -> list:
@@ -207,7 +216,7 @@ def test_reference_measures_the_cosine_of_successive_gradients():
     trainer = reference_trainer()
     adapter = metahp.adapt(trainer, knob="learning_rate", updater="softmax_gradient", reward="gradient_alignment")
     seen = spy_measured(adapter)
-    with GradientRecorder(trainer.model) as recorder:
+    with ParameterRecorder(trainer.model) as recorder:
         history = trainer.train(3, progress=False)
     g = recorder.gradients
     assert len(g) == 6  # 3 batches x 2 epochs
@@ -439,31 +448,6 @@ def test_update_alignment_scores_each_multiplier_by_the_cosine_times_its_log_and
         UpdateAlignment()({}, batch(values, update_alignment=-1.5))
     with pytest.raises(metahp.InputError, match="update_alignment.*reference trainer"):
         UpdateAlignment()({}, batch(values, grad_alignment=0.5))  # measured, but not what it reads
-
-
-class ParameterRecorder:
-    """The flattened parameters before and after every optimizer step, and the gradient each step took."""
-
-    def __init__(self, model):
-        self.model, self.before, self.after, self.gradients = model, [], [], []
-
-    def _flat(self):
-        return torch.cat([p.detach().reshape(-1).clone().float() for p in self.model.parameters()])
-
-    def __enter__(self):
-        def pre(optimizer, args, kwargs):
-            self.before.append(self._flat())
-            self.gradients.append(torch.cat([p.grad.detach().reshape(-1).clone() if p.grad is not None
-                                             else torch.zeros(p.numel()) for p in self.model.parameters()]))
-
-        self._handles = [register_optimizer_step_pre_hook(pre),
-                         register_optimizer_step_post_hook(lambda optimizer, args, kwargs: self.after.append(
-                             self._flat()))]
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
 
 
 def test_reference_measures_the_cosine_of_each_gradient_with_the_previous_optimizer_update():

@@ -400,14 +400,15 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-            if gradients:  # only when asked: a model-sized copy per step
-                gradient = _flat_gradient(self.model)
+            # only when asked: a model-sized copy of the gradient (and of the parameters, for the update) per step
+            gradient = _flat_gradient(self.model) if gradients or updates else None
+            if gradients:
                 if epoch == 0:  # this batch's first gradient against the optimizer step's before it
                     alignment = _cosine(gradient, self.previous_gradient)
                 self.previous_gradient = gradient
-            if updates:  # only when asked: two model-sized copies per step
+            if updates:
                 if epoch == 0:  # this batch's first gradient against the optimizer step's update before it
-                    update_alignment = _cosine(_flat_gradient(self.model), self.previous_update)
+                    update_alignment = _cosine(gradient, self.previous_update)
                 before = _flat_parameters(self.model)
             # the batch's learning-rate multiplier (1 unless adapted) on the configured rate, for this step only
             with scaled_learning_rate(self.optimizer, rollout.knobs.get("learning_rate", 1.0)):

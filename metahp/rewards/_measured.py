@@ -45,6 +45,14 @@ def log_grid(values: np.ndarray) -> np.ndarray:
     return np.log(np.where(v > 0, v, positive.min() / 2))
 
 
+def cosine_signal(value: float, name: str, between: str) -> float:
+    """A measured cosine as the signal s_t, refused with an InputError outside [-1, 1] (``between``: of what)."""
+    if not -1 - 1e-6 <= value <= 1 + 1e-6:
+        raise InputError(f"measured[{name!r}] = {value:.4g} is not a cosine (in [-1, 1]); pass the cosine between "
+                         f"{between}.")
+    return value
+
+
 def measured_value(batch: Batch, name: str, who: str) -> float | None:
     """``batch.measured[name]`` as a float, None when the trainer could not measure it this step (e.g. the first
     step has no previous gradient); an InputError, saying who measures it, when it is missing or not finite."""

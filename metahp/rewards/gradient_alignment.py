@@ -15,8 +15,7 @@ The first step has no previous gradient (measured None): the feedback is 0 there
 
 from __future__ import annotations
 
-from metahp.errors import InputError
-from metahp.rewards._measured import MeasuredSignal
+from metahp.rewards._measured import MeasuredSignal, cosine_signal
 
 
 class GradientAlignment(MeasuredSignal):
@@ -28,7 +27,4 @@ class GradientAlignment(MeasuredSignal):
     fitted_knobs = ("learning_rate",)
 
     def signal(self, value: float) -> float:
-        if not -1 - 1e-6 <= value <= 1 + 1e-6:
-            raise InputError(f"measured['grad_alignment'] = {value:.4g} is not a cosine (in [-1, 1]); pass the cosine "
-                             f"between this step's gradient and the previous step's.")
-        return value
+        return cosine_signal(value, "grad_alignment", "this step's gradient and the previous step's")

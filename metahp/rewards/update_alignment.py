@@ -19,8 +19,7 @@ The first step has no previous update (measured None): the feedback is 0 there, 
 
 from __future__ import annotations
 
-from metahp.errors import InputError
-from metahp.rewards._measured import MeasuredSignal
+from metahp.rewards._measured import MeasuredSignal, cosine_signal
 
 
 class UpdateAlignment(MeasuredSignal):
@@ -33,8 +32,5 @@ class UpdateAlignment(MeasuredSignal):
     fitted_knobs = ("learning_rate",)
 
     def signal(self, value: float) -> float:
-        if not -1 - 1e-6 <= value <= 1 + 1e-6:
-            raise InputError(f"measured['update_alignment'] = {value:.4g} is not a cosine (in [-1, 1]); pass the "
-                             f"cosine between this step's gradient and the previous optimizer step's parameter change "
-                             f"(theta before minus theta after).")
-        return value
+        return cosine_signal(value, "update_alignment", "this step's gradient and the previous optimizer step's "
+                             "parameter change (theta before minus theta after)")
