@@ -30,6 +30,8 @@ LR_MULTIPLIERS = (0.25, 1.0, 4.0)
 # The KL-coefficient sweep (issue 21): GRPOConfig's default 0 (no KL term, as in DAPO and most GRPO recipes now), and
 # two weights a factor 4 apart around verl's and TRL's former 0.04 (0.04 itself and 0.16).
 BETAS = (0.0, 0.04, 0.16)
+# The clip-range sweep (issue 21): GRPOConfig's (and TRL's) default 0.2, half of it and twice it.
+EPSILONS = (0.1, 0.2, 0.4)
 
 
 # -- the strategies ---------------------------------------------------------------------------------------------
@@ -55,8 +57,8 @@ class Strategy:
     """metahp: options passed to ``metahp.adapt`` (empty: the updater's defaults, nothing tuned on these seeds)"""
     knob: str = "temperature"
     """the knob it sets: ``"temperature"``, ``"learning_rate"`` (fixed: a multiplier on the configured learning
-    rate, the temperature at 1.0; metahp: adapted over multipliers, issue 21) or ``"beta"`` (fixed: GRPOConfig's
-    kl_beta; metahp: adapted over the grid)"""
+    rate, the temperature at 1.0; metahp: adapted over multipliers, issue 21), ``"beta"`` (fixed: GRPOConfig's
+    kl_beta; metahp: adapted over the grid) or ``"epsilon"`` (fixed: clip_eps; metahp: adapted over the grid)"""
     trainer: dict = field(default_factory=dict)
     """GRPOConfig settings of its own (the adapted beta arms start at kl_beta > 0, so that a reference model exists)"""
 
@@ -106,6 +108,13 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
                options={"values": list(BETAS), **extra})
       for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "kl_target"}),
                                    ("kl_target", "softmax_gradient", {"reward": "kl_target"}))),
+    # epsilon as the knob, the temperature at 1.0, two epochs per batch (GRPOConfig's default; with one, nothing
+    # clips): the sweep, and one run adapting over it from the default 0.2, learned from the reward improvement
+    # (exp3), from the clipped share against the target 0.1 (clip_target), or not learned (uniform).
+    *(Strategy(f"eps_{e:g}", "fixed", value=e, knob="epsilon") for e in EPSILONS),
+    *(Strategy(f"eps_{name}", "metahp", updater=updater, knob="epsilon", options={"values": list(EPSILONS), **extra})
+      for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "clip_target"}),
+                                   ("clip_target", "softmax_gradient", {"reward": "clip_target"}))),
 )}
 
 
@@ -263,6 +272,8 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
         settings["learning_rate"] = base * strategy.value
     if strategy.kind == "fixed" and strategy.knob == "beta":
         settings["kl_beta"] = strategy.value
+    if strategy.kind == "fixed" and strategy.knob == "epsilon":
+        settings["clip_eps"] = strategy.value
     settings.update(strategy.trainer)
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=args.prompts_per_step,
                           num_generations=args.num_generations,
@@ -327,6 +338,12 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             **({"beta": [m.get("metahp/beta") for m in history],
                 "beta_mean": [m.get("metahp/beta_mean") for m in history]}
                if adapted and strategy.knob == "beta" else {}),
+            **({"epsilon": [m.get("metahp/epsilon") for m in history],
+                "epsilon_mean": [m.get("metahp/epsilon_mean") for m in history]}
+               if adapted and strategy.knob == "epsilon" else {}),
+            # the share of tokens the loss clipped (epochs after the first) and the KL to the reference, per step
+            "clip_fraction": [m.get("update/clip_fraction") for m in history],
+            "kl": [m.get("update/kl") for m in history],
             # groups whose completions all got the same reward (no gradient), per step
             "zero_advantage_groups": [m.get("zero_advantage_groups") for m in history],
         },

@@ -334,7 +334,7 @@ def test_learning_rate_strategies_set_the_learning_rate_knob_over_the_sweeps_mul
         assert strategies[name].options["values"] == list(learning_run.LR_MULTIPLIERS)
     assert strategies["lr_alignment"].options["reward"] == "gradient_alignment"
     assert strategies["lr_update"].options["reward"] == "update_alignment"
-    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith(("lr_", "beta_")))
+    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith(("lr_", "beta_", "eps_")))
 
 
 def test_beta_strategies_start_with_a_reference_model_and_adapt_over_the_sweep(learning, tmp_path):
@@ -350,3 +350,37 @@ def test_beta_strategies_start_with_a_reference_model_and_adapt_over_the_sweep(l
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.is_fixed("beta_0.04", "beta_") and not module.is_fixed("beta_exp3", "beta_")
+
+
+def test_epsilon_strategies_set_the_clip_range_and_record_the_clipped_share(learning, tmp_path, monkeypatch):
+    """The clip-range arms (issue 21): the fixed ones set the reference trainer's clip_eps, the adapted ones draw
+    over the same sweep, and every record keeps the share the loss clipped per step (None: no update that step)."""
+    import dataclasses
+
+    import learning_run
+
+    strategies = learning_run.STRATEGIES
+    assert sorted(s.value for s in strategies.values() if s.knob == "epsilon" and s.kind == "fixed") == sorted(
+        learning_run.EPSILONS)
+    assert strategies["eps_clip_target"].options["reward"] == "clip_target"
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    args = learning.smoke_sized(learning.parse_args(["--out", str(tmp_path / "out")]))
+    args = dataclasses.replace(args, steps=4)
+    learning_run.prepare(args, "reverse", 0)
+    seen = []
+    from metahp.lab import grpo
+
+    class Recording(grpo.GRPOTrainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen.append(self.config.clip_eps)
+
+    monkeypatch.setattr(grpo, "GRPOTrainer", Recording)
+    for name in ("eps_0.4", "eps_clip_target"):
+        learning_run.run_one(args, "reverse", 0, name)
+        record = json.loads((tmp_path / "out" / "runs" / f"reverse__{name}__seed0.json").read_text())
+        shares = record["series"]["clip_fraction"]
+        assert len(shares) == 4 and all(f is None or 0.0 <= f <= 1.0 for f in shares)
+        assert len(record["series"]["kl"]) == 4
+    assert seen == [0.4, 0.2]  # the fixed arm's clip range; the adapted one starts from the default
+    assert set(record["series"]["epsilon"]) <= set(learning_run.EPSILONS)

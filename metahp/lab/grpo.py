@@ -456,6 +456,8 @@ class GRPOTrainer:
             "entropy": float(entropy), "loss": loss, "completion_tokens": float(mask.sum(1).float().mean()),
             **{f"knob/{k}": float(np.mean(v)) if is_per_row(v) else v for k, v in rollout.knobs.items()},
             "time/generation": t1 - t0, "time/policy_update": t2 - t1, "time/meta_update": t3 - t2,
+            # what the update measured on the way (the clipped share, the KL to the reference), as TRL logs them
+            **{f"update/{k}": v for k, v in (rollout.measured or {}).items() if k in ("clip_fraction", "kl")},
             **meta,
         }
         self.history.append(metrics)
