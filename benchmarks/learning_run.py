@@ -88,6 +88,12 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     *(Strategy(f"prompt_family{suffix}", "metahp", updater="softmax_gradient",
                options={"per": "prompt", "values": list(FIXED), "reward": "informativeness", "context": "family",
                         **extra}) for suffix, extra in (("", {}), ("_lr0.25", {"lr": 0.25}), ("_lr4", {"lr": 4.0}))),
+    # One temperature per group (the whole group at one value), drawn from one meta-policy shared by every prompt and
+    # learned from informativeness: each group then measures "how informative is a whole group at T", the signal the
+    # signal study found to rank the temperatures like the final accuracy (issue 20). Tuning candidates: lr 1 and 4.
+    *(Strategy(f"group_informative{suffix}", "metahp", updater="softmax_gradient",
+               options={"per": "prompt", "values": list(FIXED), "reward": "informativeness", "context": "shared",
+                        **extra}) for suffix, extra in (("", {}), ("_lr4", {"lr": 4.0}))),
     # The learning rate as the knob (issue 21), the temperature at 1.0: a sweep of multipliers on the configured rate,
     # and one run adapting over the same multipliers, learned from the reward improvement (exp3, the default
     # updater), from the alignment of successive gradients (softmax_gradient, the fitted signal), or not learned
@@ -292,6 +298,10 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             if not hasattr(task, "family_context"):
                 raise ValueError(f"{strategy_name} needs a task with prompt families (mixed), not {task_name}")
             options["context"] = task.family_context()
+        elif options.get("context") == "shared":  # one meta-policy for every prompt: a value per group, not per family
+            from metahp.knobset import prompt_context
+
+            options["context"] = prompt_context(lambda prompt: "all", labels=("all",))
         metahp.adapt(trainer, knob=strategy.knob, updater=strategy.updater, **options)
 
     # train

@@ -75,7 +75,8 @@ def table(runs: list[dict], task: str, strategies: list[str], against: list[str]
     lines = [f"{task}, {metric}, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}; every arm finished them)", "",
              "| strategy | mean [95% CI] | " + " | ".join(f"vs {names.get(a, a)}" for a in against) + " |",
              "|---|---|" + "---|" * len(against)]
-    for s in [*sorted(fixed, key=lambda f: float(f.removeprefix(fixed_prefix))), *strategies]:
+    ordered = sorted(fixed, key=lambda f: float(f.removeprefix(fixed_prefix)))
+    for s in [*ordered, *[s for s in strategies if s not in ordered]]:  # a fixed arm named in --strategies: once
         m, lo, hi = mean_ci(list(values[s].values()))
         cells = []
         for a in against:

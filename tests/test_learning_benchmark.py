@@ -295,6 +295,8 @@ def test_the_paired_table_reports_on_the_seeds_every_arm_finished_against_each_n
     assert "seeds 0-1 (2;" in text and "vs best fixed (0.6)" in text
     exp3 = next(line for line in text.splitlines() if line.startswith("| exp3 "))
     assert "| 0.600 [" in exp3 and "+0.050 [+0.050, +0.050] *" in exp3 and "+0.200 [" in exp3
+    named = module.main([str(tmp_path), "--task", "mixed", "--strategies", "fixed_1", "exp3"])
+    assert sum(line.startswith("| fixed_1 ") for line in named.splitlines()) == 1  # a fixed arm named: one row
 
 
 def test_the_paired_table_means_over_tasks_per_seed_with_each_tasks_own_best_fixed_arm(tmp_path, learning):
