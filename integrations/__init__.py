@@ -22,6 +22,7 @@ ADAPTERS = {
     "metahp.integrations.reference": "metahp.lab.grpo.GRPOTrainer (metahp's reference GRPO loop)",
     "metahp.integrations.trl": "trl.GRPOTrainer",
     "metahp.integrations.verl": "verl.trainer.ppo.ray_trainer.RayPPOTrainer (verl's legacy fit loop)",
+    "metahp.integrations.verl_v1": "verl.trainer.ppo.v1 PPOTrainer (verl's default trainer, sync mode)",
 }
 
 

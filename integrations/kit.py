@@ -522,7 +522,7 @@ def replaced(target, name: str, replacement: Callable) -> Iterator:
         yield
     finally:
         if own is None:
-            del target.__dict__[name]
+            delattr(target, name)  # (a class's __dict__ is read-only: delattr works on classes and instances)
         else:
             setattr(target, name, own)
 

@@ -1,4 +1,5 @@
-"""Adapter for verl's PPO trainer (GRPO; the legacy fit loop, ``trainer.use_v1=False``), and its launcher.
+"""Adapter for verl's PPO trainer (GRPO; the legacy fit loop, ``trainer.use_v1=False``), and the launcher for both
+trainers (the v1 trainer's adapter is ``verl_v1``).
 
 Where verl keeps the temperature, and what the adapter does there (every verl-private name is in ``verl_0_9``):
 
@@ -69,12 +70,12 @@ def _get(node, path: str, default=None):
     return default if node is None else node
 
 
-def check_config(config, per: str) -> None:
-    """Refuse verl settings under which the drawn temperature would not be what samples and scores each row."""
-    if _get(config, "trainer.use_v1", False):
-        raise ConfigError("metahp's verl adapter drives the legacy fit loop: set trainer.use_v1=False (the v1 "
-                          "trainer keeps its batches in TransferQueue, which metahp does not reach yet; "
-                          "docs/verl.md).")
+def check_config(config, per: str, *, v1: bool = False) -> None:
+    """Refuse verl settings under which the drawn temperature would not be what samples and scores each row (both
+    trainers; ``verl_v1.check_v1_config`` adds the v1 trainer's own)."""
+    if not v1 and _get(config, "trainer.use_v1", False):
+        raise ConfigError("this is verl's legacy fit loop, but the config says trainer.use_v1=True: attach metahp to "
+                          "the trainer that config runs (docs/verl.md).")
     estimator = str(_get(config, "algorithm.adv_estimator", "gae"))
     if estimator == "remax":
         raise ConfigError("algorithm.adv_estimator=remax adds greedy baseline rollouts to each generation batch, "
@@ -318,6 +319,30 @@ def _task_runner():
     return ray.remote(MetahpTaskRunner)
 
 
+def _task_runner_v1():
+    """verl's TaskRunnerV1 (a Ray actor) that attaches metahp to its v1 trainer once ``trainer.init()`` is done."""
+    import ray
+
+    base = verl_compat.task_runner_v1_class()
+
+    class MetahpTaskRunnerV1(base):
+        def run(self, config):
+            import metahp
+
+            fields = config_fields(config)
+            cls = verl_compat.v1_trainer_class(str(config.trainer.v1.trainer_mode))
+
+            def init_then_adapt(trainer):
+                init(trainer)
+                metahp.adapt(trainer, **fields)
+
+            init = cls.init
+            with kit.replaced(cls, "init", init_then_adapt):  # this Ray actor runs this one training job
+                return super().run(config)
+
+    return ray.remote(MetahpTaskRunnerV1)
+
+
 def main(argv=None) -> None:
     """``python -m metahp.integrations.verl <verl main_ppo overrides> +metahp.<field>=<value> ...``: verl's own
     entry point with metahp attached. The metahp fields are checked here, before Ray starts."""
@@ -327,14 +352,20 @@ def main(argv=None) -> None:
     fields, _ = launch_fields(argv)
     config = AdaptConfig.from_keywords(**fields)  # a bad field fails now, not after Ray and the workers start
     overrides = _overrides_as_config(argv)
-    if _get(overrides, "trainer.use_v1", True) is not False:  # verl 0.9's default is the v1 trainer
-        raise ConfigError("metahp's verl launcher drives the legacy fit loop: add trainer.use_v1=False (verl 0.9 "
-                          "runs the v1 trainer by default, which metahp does not attach to; docs/verl.md).")
-    check_config(overrides, config.per)
+    v1 = _get(overrides, "trainer.use_v1", True) is not False  # verl 0.9's default is the v1 trainer
+    if v1:
+        from .verl_v1 import check_v1_config
+
+        check_v1_config(overrides, config.per)
+    check_config(overrides, config.per, v1=v1)
     build_knobset(overrides, **config.attach_options(ADAPTER_OPTIONS))  # the knob layer's checks and the refusals
     verl_compat.check_version()
-    module, name = verl_compat.TASK_RUNNER
-    setattr(importlib.import_module(module), name, _task_runner())  # main_ppo imports it at call time
+    if v1:
+        module, name = verl_compat.TASK_RUNNER_V1
+        setattr(importlib.import_module(module), name, _task_runner_v1())  # main() reads it at call time
+    else:
+        module, name = verl_compat.TASK_RUNNER
+        setattr(importlib.import_module(module), name, _task_runner())  # main_ppo imports it at call time
     sys.argv = [sys.argv[0], *argv]
     verl_compat.resolve(verl_compat.MAIN)()
 

@@ -38,6 +38,14 @@ TEMPERATURE_KEY = "temperature"
 AGENT_LOOP = ("verl.experimental.agent_loop.agent_loop", "AgentLoopBase")
 AGENT_LOOP_REGISTRY = ("verl.experimental.agent_loop.agent_loop", "_agent_loop_registry")
 AGENT_NAME_COLUMN = "agent_name"
+# The v1 trainer (verl 0.9's default, trainer.use_v1=True): its base class, the registry of its modes, the TaskRunner
+# main() runs it in, the methods the v1 adapter wraps (the step's prompts on their way to the agent loops, the actor
+# update, the checkpoint save), and TransferQueue, where its batches live.
+TRAINER_V1 = ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer")
+TRAINER_V1_REGISTRY = ("verl.trainer.ppo.v1", "get_trainer_cls")
+TASK_RUNNER_V1 = ("verl.trainer.main_ppo", "TaskRunnerV1")
+V1_WRAPPED_METHODS = ("_submit_batch_to_rollout", "_update_actor", "_save_checkpoint", "init")
+TRANSFER_QUEUE = "transfer_queue"
 # verl's own check that sampling and scoring agree: max / mean |p_rollout - p_trainer| over response tokens.
 ROLLOUT_GAP_METRICS = ("training/rollout_probs_diff_max", "training/rollout_probs_diff_mean")
 # Rollout backends whose servers take sampling settings per request (vLLM and SGLang do; "hf" is the CPU test's).
@@ -75,6 +83,47 @@ def task_runner_class() -> type:
     """The plain class under verl's ``@ray.remote`` TaskRunner (Ray keeps it, modified, in its metadata)."""
     actor = resolve(TASK_RUNNER)
     return actor.__ray_metadata__.modified_class.__bases__[0]
+
+
+def task_runner_v1_class() -> type:
+    """The plain class under verl's ``@ray.remote`` TaskRunnerV1."""
+    return resolve(TASK_RUNNER_V1).__ray_metadata__.modified_class.__bases__[0]
+
+
+def v1_trainer_class(mode: str) -> type:
+    """The v1 trainer class verl runs for ``trainer.v1.trainer_mode`` (``sync``: PPOTrainerSync)."""
+    return resolve(TRAINER_V1_REGISTRY)(mode)
+
+
+def transfer_queue():
+    """TransferQueue's client module (``kv_batch_get``), initialised in the trainer's process by verl."""
+    return importlib.import_module(TRANSFER_QUEUE)
+
+
+def missing_v1_names(trainer=None) -> list[str]:
+    """The private names the v1 adapter and launcher rely on that the installed verl lacks (empty when all are
+    there); with a trainer after init(), its attributes too."""
+    missing = []
+    for where in (TRAINER_V1, TRAINER_V1_REGISTRY, TASK_RUNNER_V1, AGENT_LOOP, AGENT_LOOP_REGISTRY):
+        try:
+            resolve(where)
+        except (ImportError, AttributeError):
+            missing.append(".".join(where))
+    try:
+        transfer_queue().kv_batch_get  # noqa: B018
+    except (ImportError, AttributeError):
+        missing.append(f"{TRANSFER_QUEUE}.kv_batch_get")
+    if not missing:
+        cls = resolve(TRAINER_V1)
+        missing += [f"PPOTrainer.{m}" for m in V1_WRAPPED_METHODS if not callable(getattr(cls, m, None))]
+        try:
+            task_runner_v1_class()
+        except (AttributeError, IndexError):
+            missing.append("TaskRunnerV1.__ray_metadata__.modified_class")
+    if trainer is not None:
+        missing += [] if hasattr(trainer, "config") else ["trainer.config"]
+        missing += [] if hasattr(trainer, "global_steps") else ["trainer.global_steps (set by init())"]
+    return missing
 
 
 def agent_loop_base() -> type:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from metahp.integrations import verl, verl_0_9
+from metahp.integrations import verl, verl_0_9, verl_v1
 
 from metahp import ConfigError
 
@@ -32,7 +32,7 @@ def test_a_grpo_run_on_vllm_is_accepted_per_batch_and_per_completion():
 
 
 @pytest.mark.parametrize("changes, per, words", [
-    ({"trainer.use_v1": True}, "batch", "trainer.use_v1=False"),
+    ({"trainer.use_v1": True}, "batch", "trainer.use_v1=True: attach metahp to the trainer that config runs"),
     ({"algorithm.adv_estimator": "remax"}, "batch", "greedy baseline"),
     ({"actor_rollout_ref.rollout.name": "trtllm"}, "batch", "each request's temperature"),
     ({"algorithm.adv_estimator": "gae"}, "completion", "group estimator"),
@@ -62,11 +62,42 @@ def test_the_launcher_takes_metahp_fields_and_leaves_verls_overrides_alone():
         verl.launch_fields(["+metahp.per"])
 
 
-def test_the_launcher_refuses_bad_fields_and_the_v1_trainer_before_starting_anything():
+def test_the_v1_trainer_is_accepted_in_sync_mode_with_one_value_per_batch():
+    v1 = config(**{"trainer.use_v1": True})
+    verl.check_config(v1, "batch", v1=True)
+    verl_v1.check_v1_config(v1, "batch")
+    verl_v1.check_v1_config({**v1, "trainer": {"use_v1": True, "v1": {"trainer_mode": "sync"}}}, "batch")
+
+
+@pytest.mark.parametrize("trainer, per, words", [
+    ({"v1": {"trainer_mode": "colocate_async"}}, "batch", "trainer_mode=sync"),
+    ({"v1": {"trainer_mode": "separate_async"}}, "batch", "steps ahead"),
+    ({"v1": {"trainer_mode": "sync", "sync": {"parameter_sync_step": 2}}}, "batch", "leave it at 1"),
+    ({}, "completion", "trainer.use_v1=False"),  # values per completion: the legacy fit loop has them
+])
+def test_v1_settings_one_drawn_value_cannot_honour_are_refused_saying_what_works(trainer, per, words):
+    with pytest.raises(ConfigError, match=words):
+        verl_v1.check_v1_config({"trainer": {"use_v1": True, **trainer}}, per)
+
+
+def test_supports_tells_the_v1_trainer_from_the_legacy_one_by_class_and_module():
+    class PPOTrainer:  # a class of that name outside verl.trainer.ppo.v1 is not verl's
+        pass
+
+    assert not verl_v1.supports(PPOTrainer())
+    PPOTrainer.__module__ = "verl.trainer.ppo.v1.trainer_base"
+    assert verl_v1.supports(PPOTrainer()) and not verl.supports(PPOTrainer())
+
+
+def test_the_launcher_refuses_bad_fields_and_v1_settings_before_starting_anything():
     with pytest.raises(ConfigError, match="per='group'"):
         verl.main(["trainer.use_v1=False", "+metahp.per=group"])
-    with pytest.raises(ConfigError, match="add trainer.use_v1=False"):  # verl's default runs the v1 trainer
-        verl.main(["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm"])
+    # verl's default runs the v1 trainer: values per completion are refused there, naming the legacy loop
+    with pytest.raises(ConfigError, match="use the legacy fit loop"):
+        verl.main(["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm", "+metahp.per=completion",
+                   "+metahp.updater=softmax_gradient", "+metahp.reward=informativeness"])
+    with pytest.raises(ConfigError, match="trainer_mode=sync"):
+        verl.main(["algorithm.adv_estimator=grpo", "trainer.v1.trainer_mode=colocate_async"])
     with pytest.raises(ConfigError, match="use_fused_kernels=False"):
         verl.main(["trainer.use_v1=False", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm",
                    "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.model.use_fused_kernels=True",
@@ -108,7 +139,7 @@ def test_supports_recognises_verls_trainer_by_its_class_without_importing_verl()
 
 
 def test_importing_the_verl_adapter_imports_no_verl():
-    code = ("import sys, metahp.integrations.verl, metahp.integrations.verl_0_9; "
+    code = ("import sys, metahp.integrations.verl, metahp.integrations.verl_0_9, metahp.integrations.verl_v1; "
             "print(any(m == 'verl' or m.startswith('verl.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -216,10 +216,14 @@ class HFServer:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.response_length = response_length
         self.generator_seed = seed
+        self.global_steps = None  # the trainer step of the weights served, as vLLM's server reports it
         torch.manual_seed(seed)
 
-    def load_weights(self, state: dict) -> int:
-        """Take the trainer's weights; refuse names the model does not have (a silent no-op sync otherwise)."""
+    def load_weights(self, state: dict, global_steps: int | None = None) -> int:
+        """Take the trainer's weights; refuse names the model does not have (a silent no-op sync otherwise).
+        ``global_steps`` is their version: each response reports it (the v1 trainer's staleness metrics read it)."""
+        if global_steps is not None:
+            self.global_steps = global_steps
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
         if unexpected or set(missing) - tied:
@@ -246,7 +250,8 @@ class HFServer:
         response = out.sequences[0, ids.shape[1]:].tolist()
         # scores are the processed logits (divided by the temperature, cut by top-k/top-p): the sampling law
         log_probs = [torch.log_softmax(s[0].float(), -1)[t].item() for s, t in zip(out.scores, response, strict=True)]
-        return TokenOutput(token_ids=response, log_probs=log_probs, stop_reason="completed")
+        return TokenOutput(token_ids=response, log_probs=log_probs, stop_reason="completed",
+                           extra_fields={"global_steps": self.global_steps})
 
     # The replica's lifecycle calls; nothing to do for an in-process model.
     async def wake_up(self):
@@ -293,7 +298,7 @@ class HFServerAdapter(BaseRollout):
                 tensor = tensor.full_tensor()
             state[name] = tensor.detach().to("cpu", torch.float32).clone()
         replica = int(os.environ.get("RANK", 0)) // self.config.tensor_model_parallel_size
-        await ray.get_actor(SERVER_NAME.format(replica)).load_weights.remote(state)
+        await ray.get_actor(SERVER_NAME.format(replica)).load_weights.remote(state, kwargs.get("global_steps"))
 
 
 def _hf_replica_class():

@@ -34,8 +34,9 @@ LOG_TAIL_LINES = 80
 def base_overrides(assets: Path, workdir: Path, steps: int) -> list[str]:
     """The Hydra overrides that make verl 0.9.1's GRPO trainer run on this CPU with the tiny assets.
 
-    - ``trainer.use_v1=False``: the legacy fit loop (``ray_trainer.RayPPOTrainer``); the v1 trainer hangs in
-      TransferQueue start-up on this machine.
+    - ``trainer.use_v1=False``: the legacy fit loop (``ray_trainer.RayPPOTrainer``). A v1 run overrides it with
+      ``trainer.use_v1=True`` and ``ray_kwargs.ray_init.num_cpus=16`` (TransferQueue's controller and 8 storage
+      units take one logical CPU each; with 8 the placement group never fills).
     - ``trainer.device=cpu`` with one fake GPU (``+ray_kwargs.ray_init.num_gpus=1``) for Ray's placement groups;
       the ``cpu`` platform of ``cpu_platform.py`` answers verl's device calls.
     - fsdp2, eager attention, no remove-padding (flash-attn's varlen kernels), no torch.compile, float32 compute

@@ -12,6 +12,8 @@ def test_the_installed_verl_is_supported_and_has_every_private_name():
 
     verl_0_9.check_version()
     assert verl_0_9.missing_names() == []
+    assert verl_0_9.missing_v1_names() == []  # the v1 trainer's (verl 0.9's default) and TransferQueue's
+    assert verl_0_9.v1_trainer_class("sync").__name__ == "PPOTrainerSync"
 
 
 def test_import_verl_registers_metahps_agent_loop_in_a_fresh_process():

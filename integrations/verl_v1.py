@@ -1,0 +1,171 @@
+"""Adapter for verl's v1 PPO trainer (verl 0.9's default, ``trainer.use_v1=True``), sync mode, one value per batch.
+
+The v1 trainer keeps each step's batch in TransferQueue (``KVBatchMeta``: keys into a store) instead of a
+``DataProto``, and reads the temperature of every log-prob pass from the driver's config at each call. Where the
+adapter acts (every verl-private name is in ``verl_0_9``):
+
+- **Sampling.** ``_submit_batch_to_rollout`` hands each step's prompts to the agent-loop workers. Before it does,
+  the adapter draws the step's value and names metahp's agent loop on every prompt, with the value and the loop it
+  would have run as two more columns (``verl_agent_loop``, shared with the legacy adapter). The workers spawn the
+  ``rollout.n`` completions of each prompt with those columns, so every request of the step samples at the value.
+- **Scoring.** The old, reference and actor passes read ``actor_rollout_ref.rollout.temperature`` from the driver's
+  config when they are called. The adapter writes the drawn value there (the kit's copy), so each pass of the
+  step scores at it.
+- **Learning.** ``_update_actor``: before verl trains on the batch, the adapter reads the rows' scores, advantages
+  and temperatures back from TransferQueue, checks that every row was sampled at the drawn value, and updates the
+  meta-policy. Its metrics join the step's (verl's logger).
+- **State.** ``metahp_state.json`` in each ``global_step_N`` folder, written before verl marks the checkpoint
+  complete. The v1 trainer loads its checkpoint inside ``init()``, before metahp can attach, so the adapter reads
+  its state from the same folder when it attaches to a trainer that resumed.
+
+Only ``trainer.v1.trainer_mode=sync``: the async modes generate batches steps ahead, so a batch could be drawn under
+an older meta-policy than the one it trains. Values per completion are not reached yet on v1 (the legacy adapter
+has them): the log-prob passes take one temperature per call from the config.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from metahp.errors import ConfigError
+
+from . import kit
+from . import verl_0_9 as verl_compat
+from .verl import ADAPTER_OPTIONS, KNOBS_SUPPORTED, _get, build_knobset, check_config, row_advantages
+
+__all__ = ["ADAPTER_OPTIONS", "KNOBS_SUPPORTED", "VerlV1Adapter", "attach", "check_v1_config", "supports"]
+
+
+def supports(trainer) -> bool:
+    """True for verl's v1 ``PPOTrainer`` and its subclasses (sync, async), without importing verl."""
+    return any(cls.__name__ == "PPOTrainer" and cls.__module__.startswith("verl.trainer.ppo.v1")
+               for cls in type(trainer).__mro__)
+
+
+def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=None, combine="factored", per="batch",
+           **options) -> VerlV1Adapter:
+    """Attach a meta-policy over the temperature to a verl v1 trainer after its ``init()``."""
+    return VerlV1Adapter(trainer, knob=knob, updater=updater, values=values, seed=seed, combine=combine, per=per,
+                         **options)
+
+
+def check_v1_config(config, per: str) -> None:
+    """Refuse v1 settings under which one drawn value would not be what samples and scores the batch it learns from
+    (the settings both trainers share are ``verl.check_config``'s)."""
+    mode = str(_get(config, "trainer.v1.trainer_mode", "sync"))
+    if mode != "sync":
+        raise ConfigError(f"trainer.v1.trainer_mode={mode}: the async modes generate batches steps ahead, so a batch "
+                          f"would train a meta-policy that moved after drawing it. Use trainer.v1.trainer_mode=sync.")
+    sync_steps = int(_get(config, "trainer.v1.sync.parameter_sync_step", 1))
+    if sync_steps != 1:
+        raise ConfigError(f"trainer.v1.sync.parameter_sync_step={sync_steps}: metahp draws one value per step's "
+                          f"batch; leave it at 1.")
+    if per != "batch":
+        raise ConfigError(f"per={per!r} on verl's v1 trainer: its log-prob passes take one temperature per call, "
+                          f"so only per='batch' is reached yet. For values per completion use the legacy fit loop "
+                          f"(trainer.use_v1=False; docs/verl.md).")
+
+
+class VerlV1Adapter(kit.KitAdapter):
+    """The meta-policy wired into one verl v1 trainer (values, copies, history and state: ``kit.KitAdapter``)."""
+
+    who = "verl v1 adapter"
+
+    def __init__(self, trainer, *, knob="temperature", updater="exp3", values=None, seed=None, combine="factored",
+                 per="batch", **options):
+        verl_compat.check_version()
+        missing = verl_compat.missing_v1_names(trainer)
+        if missing:
+            raise ConfigError(f"this verl ({verl_compat.version()}) lacks {missing}, which metahp's verl v1 adapter "
+                              f"needs; install verl 0.9.x, and call metahp.adapt(trainer) after trainer.init().")
+        config = trainer.config
+        check_v1_config(config, per)
+        check_config(config, per, v1=True)
+        rollout = verl_compat.rollout_config(config)
+        knobset = build_knobset(config, knob=knob, updater=updater, values=values, seed=seed, combine=combine,
+                                per=per, **options)
+        if getattr(trainer, "_metahp_adapter", None) is not None:
+            raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
+                              "another one.")
+        super().__init__(knobset, {"temperature": float(rollout.temperature)})
+        self.trainer = trainer
+        self.copies.add("temperature", "config.actor_rollout_ref.rollout.temperature", lambda: rollout.temperature,
+                        lambda v: verl_compat.set_config(rollout, "temperature", v))
+        self.default_agent_loop = str(rollout.agent.default_agent_loop)
+        self.update_seconds: list[float] = []
+        self._methods = kit.Wrapped(trainer, {"_submit_batch_to_rollout": self._submit,
+                                              "_update_actor": self._update_actor,
+                                              "_save_checkpoint": self._save_checkpoint})
+        trainer._metahp_adapter = self
+        folder = verl_compat.resumed_folder(trainer)  # init() already loaded verl's checkpoint: load ours beside it
+        if folder is not None:
+            self.load(folder)
+
+    def detach(self) -> None:
+        """verl's own methods come back and the config the user's temperature (between steps)."""
+        self._methods.restore()
+        super().detach()
+        self.trainer._metahp_adapter = None
+
+    # -- generation: the step's prompts at the drawn value --------------------------------------------------------
+    def _submit(self, batch):
+        from tensordict import NonTensorData, NonTensorStack
+
+        from .verl_agent_loop import INNER_COLUMN, NAME, VALUE_COLUMN
+
+        name_column = verl_compat.AGENT_NAME_COLUMN
+        value = float(self.draw_and_apply(int(getattr(self.trainer, "global_steps", 0)))["temperature"])
+        inner = batch.get(name_column, None) if name_column in batch.keys() else None
+        if inner is None:
+            batch[INNER_COLUMN] = NonTensorData(self.default_agent_loop)
+        else:  # the rows' own loops (a NonTensorStack per row, or one for all)
+            batch[INNER_COLUMN] = inner
+        batch[name_column] = NonTensorStack(*[NonTensorData(NAME) for _ in range(len(batch))])
+        batch[VALUE_COLUMN] = NonTensorData(value)
+        return self._methods["_submit_batch_to_rollout"](batch)
+
+    # -- the meta-update, in the actor update ---------------------------------------------------------------------
+    def _update_actor(self, batch, metrics):
+        metrics.update(self.meta_update(batch))
+        return self._methods["_update_actor"](batch, metrics)
+
+    def meta_update(self, batch) -> dict[str, float]:
+        """Learn from the batch verl is about to train on, read from TransferQueue (padding rows left out)."""
+        from .verl_agent_loop import VALUE_COLUMN
+
+        start = time.perf_counter()
+        fields = ["advantages", "response_mask", "rm_scores", VALUE_COLUMN]
+        data = verl_compat.transfer_queue().kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                                         select_fields=fields)
+        real = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
+        padded = data.select("advantages", "response_mask", "rm_scores").to_padded_tensor()
+        advantages = row_advantages(padded["advantages"], padded["response_mask"])[real]
+        rewards = (padded["rm_scores"] * padded["response_mask"]).sum(-1)[real]
+        used = np.asarray([float(v) for v in _as_list(data[VALUE_COLUMN])], dtype=np.float64)[real.numpy()]
+        drawn = float(self.value)
+        if used.size == 0 or not np.allclose(used, drawn, rtol=0, atol=1e-9):
+            raise RuntimeError(f"metahp: the batch verl trains on was sampled at {sorted(set(used.tolist()))[:4]}, "
+                               f"not at this step's drawn {drawn:g} (a batch from another step: is the trainer "
+                               f"generating ahead?); see docs/verl.md.")
+        out = self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
+                                  used={"temperature": drawn})
+        self.update_seconds.append(time.perf_counter() - start)
+        out["metahp/update_seconds"] = self.update_seconds[-1]
+        return out
+
+    # -- state in verl's checkpoint folder ------------------------------------------------------------------------
+    def _save_checkpoint(self):
+        self.save(verl_compat.checkpoint_folder(self.trainer))  # before verl's latest_checkpointed_iteration.txt
+        return self._methods["_save_checkpoint"]()
+
+
+def _as_list(column) -> list:
+    """A TransferQueue column as one entry per row (a tensor, a NonTensorStack or a list)."""
+    if isinstance(column, torch.Tensor):
+        return column.reshape(-1).tolist()
+    if hasattr(column, "tolist"):
+        return list(column.tolist())
+    return list(column)

@@ -1,0 +1,61 @@
+"""metahp attached to verl's v1 trainer (verl 0.9's default, ``trainer.use_v1=True``, sync mode) through the
+launcher, end to end on this CPU: real verl GRPO steps with TransferQueue, the FSDP2 actor, the agent-loop workers
+and the ``hf`` rollout server of cpu_platform.py (harness.py). Checked:
+
+- one value per batch (exp3): every request of a step sampled at the value metahp drew for it, logged as
+  ``metahp/temperature`` in verl's metrics; verl's rollout-vs-trainer gap at the fixed-temperature baseline's level,
+  so the old-log-prob pass scored at the drawn value;
+- metahp's state in each ``global_step_N`` folder; a resume from step 2 (verl's v1 trainer loads its checkpoint in
+  ``init()``, before metahp attaches) draws step 3 exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from harness import run_verl
+from test_metahp_on_verl import LAUNCHER, assert_gap_at_baseline, by_step
+
+V1 = ["trainer.use_v1=True", "ray_kwargs.ray_init.num_cpus=16",  # TransferQueue's 9 actors need the logical CPUs
+      "+metahp.updater=exp3", "+metahp.seed=1", "trainer.save_freq=1"]
+
+
+def state(run, step):
+    return json.loads((run.checkpoint_dir / f"global_step_{step}" / "metahp_state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def v1_per_batch(tmp_path_factory, verl_assets):
+    workdir = tmp_path_factory.mktemp("v1_per_batch")
+    run = run_verl(workdir, V1, steps=3, module=LAUNCHER, assets=verl_assets)
+    run.states = {step: state(run, step) for step in (1, 2, 3)}  # read now: the resume below rewrites step 3
+    return run
+
+
+def test_v1_every_request_of_a_step_samples_at_the_drawn_value(v1_per_batch):
+    steps = by_step(v1_per_batch.requests)
+    assert len(steps) == 3
+    logged = v1_per_batch.metric("metahp/temperature")
+    for step, (requests, value) in enumerate(zip(steps, logged, strict=True), start=1):
+        served = {r["temperature"] for r in requests}
+        assert len(served) == 1 and abs(served.pop() - value) < 1e-9, (requests, value)
+        assert abs(v1_per_batch.states[step]["value"] - value) < 1e-9
+    assert len(set(logged)) >= 2, logged  # the value moved between steps (seed 1 draws 1.1, 1.5, 0.7)
+    assert all(isinstance(v1_per_batch.metric(f"metahp/prob/{v:g}")[0], float) for v in (0.6, 1.0, 1.5))
+    assert v1_per_batch.metric("metahp/update_seconds")[0] > 0
+    assert_gap_at_baseline(v1_per_batch)
+
+
+def test_v1_state_rides_in_every_checkpoint_and_a_resume_draws_exactly_as_the_uninterrupted_run(v1_per_batch,
+                                                                                                verl_assets):
+    for step in (1, 2, 3):
+        assert v1_per_batch.states[step]["format"] == "metahp.adapter/1"
+        assert len(v1_per_batch.states[step]["history"]) == step
+    resume = ["trainer.resume_mode=resume_path",
+              f"trainer.resume_from_path={v1_per_batch.checkpoint_dir / 'global_step_2'}"]
+    resumed = run_verl(v1_per_batch.workdir, [*V1, *resume], steps=3, module=LAUNCHER, assets=verl_assets)
+    assert len(by_step(resumed.requests)) == 1  # only step 3 ran
+    again = state(resumed, 3)
+    assert again["value"] == v1_per_batch.states[3]["value"]
+    assert again["history"] == v1_per_batch.states[3]["history"]
