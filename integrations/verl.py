@@ -105,6 +105,20 @@ def row_advantages(advantages: torch.Tensor, response_mask: torch.Tensor) -> tor
     return (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
+def row_value(column, session_id=None) -> float:
+    """This request's temperature: the row's value, or, where a prompt carries one value per completion (verl's v1
+    trainer: each agent-loop worker spawns a prompt's ``rollout.n`` completions itself), the one for its session."""
+    if isinstance(column, int | float):
+        return float(column)
+    values = column.tolist() if hasattr(column, "tolist") else list(column)
+    if isinstance(values, int | float):  # a 0-d tensor or array
+        return float(values)
+    if session_id is None:
+        raise RuntimeError(f"metahp: this prompt carries one temperature per completion, but verl passed no "
+                           f"{verl_compat.V1_SESSION_KWARG} to pick this completion's (a verl change?).")
+    return float(values[int(session_id)])
+
+
 def launch_fields(argv) -> tuple[dict[str, Any], list[str]]:
     """Split ``+metahp.<field>=<value>`` overrides (metahp.config.AdaptConfig's fields, values as hydra writes
     them) from the rest, which go to verl's main_ppo unchanged."""

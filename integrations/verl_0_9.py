@@ -46,6 +46,12 @@ TRAINER_V1_REGISTRY = ("verl.trainer.ppo.v1", "get_trainer_cls")
 TASK_RUNNER_V1 = ("verl.trainer.main_ppo", "TaskRunnerV1")
 V1_WRAPPED_METHODS = ("_submit_batch_to_rollout", "_update_actor", "_save_checkpoint", "init")
 TRANSFER_QUEUE = "transfer_queue"
+# The v1 worker-group calls of the log-prob passes (old and reference log-probs, the loss): each takes a KVBatchMeta
+# whose extra_info carries one temperature; the workers fetch its rows' fields from TransferQueue.
+# The v1 agent-loop worker spawns a prompt's rollout.n completions itself, passing each its index as this keyword.
+V1_SESSION_KWARG = "session_id"
+V1_WORKER_CALLS = (("actor_rollout_wg", "compute_log_prob"), ("actor_rollout_wg", "update_actor"),
+                   ("ref_policy_wg", "compute_ref_log_prob"))
 # verl's own check that sampling and scoring agree: max / mean |p_rollout - p_trainer| over response tokens.
 ROLLOUT_GAP_METRICS = ("training/rollout_probs_diff_max", "training/rollout_probs_diff_mean")
 # Rollout backends whose servers take sampling settings per request (vLLM and SGLang do; "hf" is the CPU test's).

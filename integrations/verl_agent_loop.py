@@ -2,8 +2,9 @@
 
 verl builds one sampling-settings dict per agent-loop worker from its frozen copy of the rollout config, then runs
 each row through the agent loop the row names (``agent_name``), passing the row's non-tensor columns as keywords.
-metahp's adapter names this loop on every training row and adds two columns: the temperature drawn for the row and
-the loop the row would have run. This loop puts the temperature into that request's sampling settings and hands
+metahp's adapter names this loop on every training row and adds two columns: the temperature drawn for the row (on
+verl's v1 trainer, per completion: the prompt's ``rollout.n`` values, one per session) and the loop the row would
+have run. This loop puts the temperature into that request's sampling settings and hands
 the request to that loop, unchanged otherwise: single-turn, tool and custom loops all keep working.
 
 It is registered with verl's agent-loop registry when verl starts in any process (metahp declares it as a
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import verl_0_9 as verl_compat
+from .verl import row_value
 
 NAME = "metahp_sampling"
 VALUE_COLUMN = "metahp_temperature"  # the row's temperature
@@ -32,7 +34,7 @@ class MetahpSamplingAgentLoop(verl_compat.agent_loop_base()):
     async def run(self, sampling_params: dict[str, Any], **kwargs):
         import hydra
 
-        temperature = float(kwargs.pop(VALUE_COLUMN))
+        temperature = row_value(kwargs.pop(VALUE_COLUMN), kwargs.get(verl_compat.V1_SESSION_KWARG))
         inner_name = str(kwargs.pop(INNER_COLUMN))
         registry = verl_compat.agent_loop_registry()
         if inner_name not in registry or inner_name == NAME:

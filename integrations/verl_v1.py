@@ -1,16 +1,21 @@
-"""Adapter for verl's v1 PPO trainer (verl 0.9's default, ``trainer.use_v1=True``), sync mode, one value per batch.
+"""Adapter for verl's v1 PPO trainer (verl 0.9's default, ``trainer.use_v1=True``), sync mode: one value per batch
+or one per completion.
 
 The v1 trainer keeps each step's batch in TransferQueue (``KVBatchMeta``: keys into a store) instead of a
 ``DataProto``, and reads the temperature of every log-prob pass from the driver's config at each call. Where the
 adapter acts (every verl-private name is in ``verl_0_9``):
 
 - **Sampling.** ``_submit_batch_to_rollout`` hands each step's prompts to the agent-loop workers. Before it does,
-  the adapter draws the step's value and names metahp's agent loop on every prompt, with the value and the loop it
-  would have run as two more columns (``verl_agent_loop``, shared with the legacy adapter). The workers spawn the
+  the adapter draws the step's value(s) and names metahp's agent loop on every prompt, with the value and the loop
+  it would have run as two more columns (``verl_agent_loop``, shared with the legacy adapter). The workers spawn the
   ``rollout.n`` completions of each prompt with those columns, so every request of the step samples at the value.
+  Per completion the column holds the prompt's ``rollout.n`` values, and each completion's request takes the one of
+  its ``session_id``.
 - **Scoring.** The old, reference and actor passes read ``actor_rollout_ref.rollout.temperature`` from the driver's
-  config when they are called. The adapter writes the drawn value there (the kit's copy), so each pass of the
-  step scores at it.
+  config when they are called. Per batch, the adapter writes the drawn value there (the kit's copy), so each pass
+  of the step scores at it. Per completion, before each pass, it writes every row's value into TransferQueue as
+  the row's ``temperature`` field and takes the call's one number out of its metadata; the workers then fetch each
+  row's value with the row, so the engine gets its per-sample tensor on every data-parallel shard.
 - **Learning.** ``_update_actor``: before verl trains on the batch, the adapter reads the rows' scores, advantages
   and temperatures back from TransferQueue, checks that every row was sampled at the drawn value, and updates the
   meta-policy. Its metrics join the step's (verl's logger).
@@ -19,8 +24,7 @@ adapter acts (every verl-private name is in ``verl_0_9``):
   its state from the same folder when it attaches to a trainer that resumed.
 
 Only ``trainer.v1.trainer_mode=sync``: the async modes generate batches steps ahead, so a batch could be drawn under
-an older meta-policy than the one it trains. Values per completion are not reached yet on v1 (the legacy adapter
-has them): the log-prob passes take one temperature per call from the config.
+an older meta-policy than the one it trains.
 """
 
 from __future__ import annotations
@@ -63,10 +67,6 @@ def check_v1_config(config, per: str) -> None:
     if sync_steps != 1:
         raise ConfigError(f"trainer.v1.sync.parameter_sync_step={sync_steps}: metahp draws one value per step's "
                           f"batch; leave it at 1.")
-    if per != "batch":
-        raise ConfigError(f"per={per!r} on verl's v1 trainer: its log-prob passes take one temperature per call, "
-                          f"so only per='batch' is reached yet. For values per completion use the legacy fit loop "
-                          f"(trainer.use_v1=False; docs/verl.md).")
 
 
 class VerlV1Adapter(kit.KitAdapter):
@@ -96,9 +96,17 @@ class VerlV1Adapter(kit.KitAdapter):
                         lambda v: verl_compat.set_config(rollout, "temperature", v))
         self.default_agent_loop = str(rollout.agent.default_agent_loop)
         self.update_seconds: list[float] = []
+        self.group_size = int(_get(config, "actor_rollout_ref.rollout.n", 1))
+        self._prompts: dict[str, int] = {}  # per completion: the step's prompt uids, in drawn order
         self._methods = kit.Wrapped(trainer, {"_submit_batch_to_rollout": self._submit,
                                               "_update_actor": self._update_actor,
                                               "_save_checkpoint": self._save_checkpoint})
+        self._wrapped = [self._methods]
+        if self.per == "completion":  # every log-prob pass: each row at its own value
+            for holder, method in verl_compat.V1_WORKER_CALLS:
+                group = getattr(trainer, holder, None)
+                if callable(getattr(group, method, None)):
+                    self._wrapped.append(kit.Wrapped(group, {method: self._scored(getattr(group, method))}))
         trainer._metahp_adapter = self
         folder = verl_compat.resumed_folder(trainer)  # init() already loaded verl's checkpoint: load ours beside it
         if folder is not None:
@@ -106,7 +114,9 @@ class VerlV1Adapter(kit.KitAdapter):
 
     def detach(self) -> None:
         """verl's own methods come back and the config the user's temperature (between steps)."""
-        self._methods.restore()
+        for wrapped in self._wrapped:
+            wrapped.restore()
+        self._wrapped = []
         super().detach()
         self.trainer._metahp_adapter = None
 
@@ -117,15 +127,57 @@ class VerlV1Adapter(kit.KitAdapter):
         from .verl_agent_loop import INNER_COLUMN, NAME, VALUE_COLUMN
 
         name_column = verl_compat.AGENT_NAME_COLUMN
-        value = float(self.draw_and_apply(int(getattr(self.trainer, "global_steps", 0)))["temperature"])
+        step = int(getattr(self.trainer, "global_steps", 0))
+        prompts = len(batch)
+        if self.per == "completion":  # the prompt's group of rollout.n: values drawn[i*n:(i+1)*n], as the knob layer
+            drawn = self.draw_and_apply(step, rows=prompts * self.group_size)["temperature"]
+            column = torch.tensor(drawn, dtype=torch.float64).view(prompts, self.group_size)
+            self._prompts = {str(uid): i for i, uid in enumerate(_as_list(batch["uid"]))}
+        else:
+            column = NonTensorData(float(self.draw_and_apply(step)["temperature"]))
         inner = batch.get(name_column, None) if name_column in batch.keys() else None
         if inner is None:
             batch[INNER_COLUMN] = NonTensorData(self.default_agent_loop)
         else:  # the rows' own loops (a NonTensorStack per row, or one for all)
             batch[INNER_COLUMN] = inner
         batch[name_column] = NonTensorStack(*[NonTensorData(NAME) for _ in range(len(batch))])
-        batch[VALUE_COLUMN] = NonTensorData(value)
+        batch[VALUE_COLUMN] = column
         return self._methods["_submit_batch_to_rollout"](batch)
+
+    # -- scoring per completion: each row's value as a TransferQueue field, read with the row ------------------------
+    def _scored(self, call):
+        def scored(batch, *args, **kwargs):
+            values, _ = self._row_values(batch)
+            from tensordict import TensorDict
+
+            verl_compat.transfer_queue().kv_batch_put(
+                keys=batch.keys, partition_id=batch.partition_id,
+                fields=TensorDict({verl_compat.TEMPERATURE_KEY: torch.tensor(values, dtype=torch.float32)},
+                                  batch_size=len(batch.keys)))
+            batch.extra_info.pop(verl_compat.TEMPERATURE_KEY, None)  # else one number overwrites the rows' values
+            return call(batch, *args, **kwargs)
+
+        return scored
+
+    def _row_values(self, batch) -> tuple[list[float], list[int]]:
+        """Each row's temperature (the prompt's values at the row's session) and its place in the drawn order."""
+        from .verl_agent_loop import VALUE_COLUMN
+
+        data = verl_compat.transfer_queue().kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                                         select_fields=[VALUE_COLUMN])
+        column = data[VALUE_COLUMN]  # per row, its prompt's rollout.n values; TransferQueue may give it back jagged
+        grids = ([row.tolist() for row in column.unbind()] if getattr(column, "is_nested", False)
+                 else torch.as_tensor(column).reshape(len(batch.keys), -1).tolist())
+        values, order = [], []
+        for key, grid in zip(batch.keys, grids, strict=True):
+            uid, session, _output = str(key).rsplit("_", 2)  # verl's row key: {uid}_{session_id}_{output index}
+            session = int(session)
+            if uid not in self._prompts:
+                raise RuntimeError(f"metahp: row {key!r} is not from the prompts of this step (a batch from another "
+                                   f"step: is the trainer generating ahead?); see docs/verl.md.")
+            values.append(float(grid[session]))
+            order.append(self._prompts[uid] * self.group_size + session)
+        return values, order
 
     # -- the meta-update, in the actor update ---------------------------------------------------------------------
     def _update_actor(self, batch, metrics):
@@ -137,6 +189,8 @@ class VerlV1Adapter(kit.KitAdapter):
         from .verl_agent_loop import VALUE_COLUMN
 
         start = time.perf_counter()
+        if self.per == "completion":
+            return self._meta_update_rows(batch, start)
         fields = ["advantages", "response_mask", "rm_scores", VALUE_COLUMN]
         data = verl_compat.transfer_queue().kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                                          select_fields=fields)
@@ -152,6 +206,34 @@ class VerlV1Adapter(kit.KitAdapter):
                                f"generating ahead?); see docs/verl.md.")
         out = self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
                                   used={"temperature": drawn})
+        self.update_seconds.append(time.perf_counter() - start)
+        out["metahp/update_seconds"] = self.update_seconds[-1]
+        return out
+
+    def _meta_update_rows(self, batch, start: float) -> dict[str, float]:
+        """Per completion: the rows put back in drawn order (prompt by prompt, session by session), each with the
+        value that sampled it; a row missing or repeated is an error, never a silent misattribution."""
+        values, order = self._row_values(batch)
+        real = [not tag.get("is_padding", False) for tag in batch.tags]  # data-parallel padding: scored, not learned
+        keep = [i for i, r in enumerate(real) if r]
+        values, order = [values[i] for i in keep], [order[i] for i in keep]
+        rows = len(self._prompts) * self.group_size
+        if sorted(order) != list(range(rows)):
+            raise RuntimeError(f"metahp: the batch verl trains on holds {len(order)} rows for the {rows} completions "
+                               f"metahp drew (padding, several outputs per completion, or another step's rows); "
+                               f"values per completion need exactly one row per completion (docs/verl.md).")
+        data = verl_compat.transfer_queue().kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                                         select_fields=["advantages", "response_mask", "rm_scores"])
+        padded = data.to_padded_tensor()
+        place = torch.argsort(torch.tensor(order))
+        advantages = row_advantages(padded["advantages"], padded["response_mask"])[keep][place]
+        rewards = (padded["rm_scores"] * padded["response_mask"]).sum(-1)[keep][place]
+        used = [values[i] for i in place.tolist()]
+        if not np.allclose(used, self.value, rtol=0, atol=1e-9):
+            raise RuntimeError("metahp: the rows verl trains on carry other temperatures than metahp drew for them "
+                               "(a verl change in how rows reach TransferQueue?); see docs/verl.md.")
+        out = self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
+                                  used={"temperature": used})
         self.update_seconds.append(time.perf_counter() - start)
         out["metahp/update_seconds"] = self.update_seconds[-1]
         return out

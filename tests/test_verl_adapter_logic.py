@@ -62,10 +62,12 @@ def test_the_launcher_takes_metahp_fields_and_leaves_verls_overrides_alone():
         verl.launch_fields(["+metahp.per"])
 
 
-def test_the_v1_trainer_is_accepted_in_sync_mode_with_one_value_per_batch():
+def test_the_v1_trainer_is_accepted_in_sync_mode_per_batch_and_per_completion():
     v1 = config(**{"trainer.use_v1": True})
     verl.check_config(v1, "batch", v1=True)
     verl_v1.check_v1_config(v1, "batch")
+    verl.check_config(v1, "completion", v1=True)
+    verl_v1.check_v1_config(v1, "completion")
     verl_v1.check_v1_config({**v1, "trainer": {"use_v1": True, "v1": {"trainer_mode": "sync"}}}, "batch")
 
 
@@ -73,7 +75,6 @@ def test_the_v1_trainer_is_accepted_in_sync_mode_with_one_value_per_batch():
     ({"v1": {"trainer_mode": "colocate_async"}}, "batch", "trainer_mode=sync"),
     ({"v1": {"trainer_mode": "separate_async"}}, "batch", "steps ahead"),
     ({"v1": {"trainer_mode": "sync", "sync": {"parameter_sync_step": 2}}}, "batch", "leave it at 1"),
-    ({}, "completion", "trainer.use_v1=False"),  # values per completion: the legacy fit loop has them
 ])
 def test_v1_settings_one_drawn_value_cannot_honour_are_refused_saying_what_works(trainer, per, words):
     with pytest.raises(ConfigError, match=words):
@@ -92,9 +93,10 @@ def test_supports_tells_the_v1_trainer_from_the_legacy_one_by_class_and_module()
 def test_the_launcher_refuses_bad_fields_and_v1_settings_before_starting_anything():
     with pytest.raises(ConfigError, match="per='group'"):
         verl.main(["trainer.use_v1=False", "+metahp.per=group"])
-    # verl's default runs the v1 trainer: values per completion are refused there, naming the legacy loop
-    with pytest.raises(ConfigError, match="use the legacy fit loop"):
+    # verl's default runs the v1 trainer: the checks both trainers share apply to it too
+    with pytest.raises(ConfigError, match="use_fused_kernels=False"):
         verl.main(["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.name=vllm", "+metahp.per=completion",
+                   "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.model.use_fused_kernels=True",
                    "+metahp.updater=softmax_gradient", "+metahp.reward=informativeness"])
     with pytest.raises(ConfigError, match="trainer_mode=sync"):
         verl.main(["algorithm.adv_estimator=grpo", "trainer.v1.trainer_mode=colocate_async"])
@@ -143,3 +145,13 @@ def test_importing_the_verl_adapter_imports_no_verl():
             "print(any(m == 'verl' or m.startswith('verl.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_agent_loop_takes_the_rows_value_or_the_one_of_its_completions_session():
+    row_value = verl.row_value
+    assert row_value(0.7) == 0.7  # the legacy loop: one value per row
+    assert row_value(torch.tensor(1.4, dtype=torch.float64)) == 1.4
+    # v1, per completion: the prompt's n values
+    assert row_value(torch.tensor([0.6, 1.0, 1.4, 1.0], dtype=torch.float64), 2) == 1.4
+    with pytest.raises(RuntimeError, match="session_id"):
+        row_value(torch.tensor([0.6, 1.0]), None)

@@ -5,6 +5,10 @@ and the ``hf`` rollout server of cpu_platform.py (harness.py). Checked:
 - one value per batch (exp3): every request of a step sampled at the value metahp drew for it, logged as
   ``metahp/temperature`` in verl's metrics; verl's rollout-vs-trainer gap at the fixed-temperature baseline's level,
   so the old-log-prob pass scored at the drawn value;
+- one value per completion (softmax-gradient on informativeness): each prompt's group of 4 mixes the grid, every
+  request at its completion's drawn value, and the gap at the baseline's level with the values mixed, so each row
+  was scored at its own value (scored at one value for all, the mixed rows would leave it: the legacy suite's
+  negative control);
 - metahp's state in each ``global_step_N`` folder; a resume from step 2 (verl's v1 trainer loads its checkpoint in
   ``init()``, before metahp attaches) draws step 3 exactly as the uninterrupted run did.
 """
@@ -12,13 +16,14 @@ and the ``hf`` rollout server of cpu_platform.py (harness.py). Checked:
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 from harness import run_verl
-from test_metahp_on_verl import LAUNCHER, assert_gap_at_baseline, by_step
+from test_metahp_on_verl import GRID, LAUNCHER, PER_COMPLETION, assert_gap_at_baseline, by_step
 
-V1 = ["trainer.use_v1=True", "ray_kwargs.ray_init.num_cpus=16",  # TransferQueue's 9 actors need the logical CPUs
-      "+metahp.updater=exp3", "+metahp.seed=1", "trainer.save_freq=1"]
+ON_V1 = ["trainer.use_v1=True", "ray_kwargs.ray_init.num_cpus=16"]  # TransferQueue's 9 actors need logical CPUs
+V1 = [*ON_V1, "+metahp.updater=exp3", "+metahp.seed=1", "trainer.save_freq=1"]
 
 
 def state(run, step):
@@ -59,3 +64,40 @@ def test_v1_state_rides_in_every_checkpoint_and_a_resume_draws_exactly_as_the_un
     again = state(resumed, 3)
     assert again["value"] == v1_per_batch.states[3]["value"]
     assert again["history"] == v1_per_batch.states[3]["history"]
+
+
+@pytest.fixture(scope="module")
+def v1_per_completion(tmp_path_factory, verl_assets):
+    workdir = tmp_path_factory.mktemp("v1_per_completion")
+    run = run_verl(workdir, [*ON_V1, *PER_COMPLETION, "trainer.save_freq=1"], steps=2, module=LAUNCHER,
+                   assets=verl_assets)
+    run.states = {step: state(run, step) for step in (1, 2)}
+    return run
+
+
+def test_v1_per_completion_each_group_mixes_the_grid_and_each_row_samples_and_scores_at_its_value(
+        v1_per_completion):
+    steps = by_step(v1_per_completion.requests)
+    assert len(steps) == 2
+    for step, requests in enumerate(steps, start=1):
+        temperatures = [r["temperature"] for r in requests]
+        assert set(temperatures) <= set(GRID)
+        drawn = v1_per_completion.states[step]["value"]
+        assert Counter(temperatures) == Counter(drawn), (temperatures, drawn)
+        groups = [drawn[i:i + 4] for i in range(0, len(drawn), 4)]
+        assert all(len(set(g)) >= 2 for g in groups), groups  # every group mixes values
+    assert_gap_at_baseline(v1_per_completion)
+    assert v1_per_completion.metric("metahp/update_seconds")[0] > 0
+
+
+def test_v1_the_gap_catches_rows_sampled_at_other_values_than_they_are_scored_at(tmp_path, verl_assets):
+    # negative control: the rollout samples every row at 1.0 whatever it was asked, the v1 passes score each row
+    # at metahp's value for it (0.6 / 1.0 / 1.4): the gap must leave the baseline's level
+    run = run_verl(tmp_path, [*ON_V1, *PER_COMPLETION], steps=1, module=LAUNCHER, assets=verl_assets,
+                   env={"METAHP_VERL_FORCE_TEMPERATURE": "1.0"})
+    assert {r["sampled_temperature"] for r in run.requests} == {1.0}
+    assert len({r["temperature"] for r in run.requests}) >= 2  # metahp asked for several values
+    max_gap, mean_gap = (run.metric(name)[0] for name in ("training/rollout_probs_diff_max",
+                                                           "training/rollout_probs_diff_mean"))
+    print(f"v1, forced rollout: max {max_gap}, mean {mean_gap}")
+    assert max_gap > 1e-2 and mean_gap > 1e-3
