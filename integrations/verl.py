@@ -173,8 +173,47 @@ def build_knobset(config, *, knob="temperature", updater="exp3", values=None, se
     return knobset
 
 
-# -- the adapter ----------------------------------------------------------------------------------------------------
-class VerlAdapter(kit.KitAdapter):
+# -- the adapters ---------------------------------------------------------------------------------------------------
+class VerlAdapterBase(kit.KitAdapter):
+    """What the adapters of verl's two trainers share: the knob layer built from verl's config, the driver's copy of
+    the temperature, the state saved in each ``global_step_N`` folder, and detach."""
+
+    def __init__(self, trainer, config, *, knob, updater, values, seed, combine, per, **options):
+        knobset = build_knobset(config, knob=knob, updater=updater, values=values, seed=seed, combine=combine,
+                                per=per, **options)
+        if getattr(trainer, "_metahp_adapter", None) is not None:
+            raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
+                              "another one.")
+        rollout = verl_compat.rollout_config(config)
+        super().__init__(knobset, {"temperature": float(rollout.temperature)})
+        self.trainer = trainer
+        self.copies.add("temperature", "config.actor_rollout_ref.rollout.temperature", lambda: rollout.temperature,
+                        lambda v: verl_compat.set_config(rollout, "temperature", v))
+        self.default_agent_loop = str(rollout.agent.default_agent_loop)
+        self.group_size = int(_get(config, "actor_rollout_ref.rollout.n", 1))
+        self.update_seconds: list[float] = []
+        self._wrapped: list[kit.Wrapped] = []  # the subclass's wrapped methods, restored by detach()
+
+    def detach(self) -> None:
+        """verl's own methods come back and the config the user's temperature (between steps)."""
+        for wrapped in self._wrapped:
+            wrapped.restore()
+        self._wrapped = []
+        super().detach()
+        self.trainer._metahp_adapter = None
+
+    def _save_checkpoint(self, *args, **kwargs):
+        self.save(verl_compat.checkpoint_folder(self.trainer))  # before verl's latest_checkpointed_iteration.txt
+        return self._methods["_save_checkpoint"](*args, **kwargs)
+
+    def _timed(self, start: float, metrics: dict[str, float]) -> dict[str, float]:
+        """The meta-update's metrics with its wall time (``metahp/update_seconds``)."""
+        self.update_seconds.append(time.perf_counter() - start)
+        metrics["metahp/update_seconds"] = self.update_seconds[-1]
+        return metrics
+
+
+class VerlAdapter(VerlAdapterBase):
     """The meta-policy wired into one verl RayPPOTrainer (values, copies, history and state: ``kit.KitAdapter``)."""
 
     who = "verl adapter"
@@ -189,20 +228,9 @@ class VerlAdapter(kit.KitAdapter):
         if missing:
             raise ConfigError(f"this verl ({verl_compat.version()}) lacks {missing}, which metahp's verl adapter "
                               f"needs; install verl 0.9.x.")
-        config = trainer.config
-        check_config(config, per)
-        rollout = verl_compat.rollout_config(config)
-        knobset = build_knobset(config, knob=knob, updater=updater, values=values, seed=seed, combine=combine,
-                                per=per, **options)
-        if getattr(trainer, "_metahp_adapter", None) is not None:
-            raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
-                              "another one.")
-        super().__init__(knobset, {"temperature": float(rollout.temperature)})
-        self.trainer = trainer
-        self.copies.add("temperature", "config.actor_rollout_ref.rollout.temperature", lambda: rollout.temperature,
-                        lambda v: verl_compat.set_config(rollout, "temperature", v))
-        self.default_agent_loop = str(rollout.agent.default_agent_loop)
-        self.update_seconds: list[float] = []
+        check_config(trainer.config, per)
+        super().__init__(trainer, trainer.config, knob=knob, updater=updater, values=values, seed=seed,
+                         combine=combine, per=per, **options)
         self._rows: list[float] | None = None  # the temperatures of the batch being trained on, in drawn order
         holder, method = verl_compat.ROLLOUT_MANAGER
         self._methods = kit.Wrapped(trainer, {"_update_actor": self._update_actor,
@@ -218,14 +246,6 @@ class VerlAdapter(kit.KitAdapter):
             group = getattr(trainer, holder)
             self._wrapped.append(kit.Wrapped(group, {m: self._scored(getattr(group, m)) for m in methods}))
         trainer._metahp_adapter = self
-
-    def detach(self) -> None:
-        """verl's own methods come back and the config the user's temperature (between steps)."""
-        for wrapped in self._wrapped:
-            wrapped.restore()
-        self._wrapped = []
-        super().detach()
-        self.trainer._metahp_adapter = None
 
     # -- generation: every training request at its row's temperature ----------------------------------------------
     def _generate(self, batch):
@@ -286,17 +306,11 @@ class VerlAdapter(kit.KitAdapter):
         advantages = row_advantages(tensors["advantages"], tensors["response_mask"])[order]
         rewards = tensors["token_level_scores"].sum(-1)[order]
         used = tensors[ROW_VALUE][order].tolist()
-        metrics = self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
-                                      used={"temperature": used if self.per == "completion" else used[0]})
-        self.update_seconds.append(time.perf_counter() - start)
-        metrics["metahp/update_seconds"] = self.update_seconds[-1]
-        return metrics
+        return self._timed(start, self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
+                                                      used={"temperature": used if self.per == "completion"
+                                                            else used[0]}))
 
     # -- state in verl's checkpoint folder ------------------------------------------------------------------------
-    def _save_checkpoint(self):
-        self.save(verl_compat.checkpoint_folder(self.trainer))  # before verl's latest_checkpointed_iteration.txt
-        return self._methods["_save_checkpoint"]()
-
     def _load_checkpoint(self):
         out = self._methods["_load_checkpoint"]()
         folder = verl_compat.resumed_folder(self.trainer)

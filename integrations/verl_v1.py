@@ -38,7 +38,7 @@ from metahp.errors import ConfigError
 
 from . import kit
 from . import verl_0_9 as verl_compat
-from .verl import ADAPTER_OPTIONS, KNOBS_SUPPORTED, _get, build_knobset, check_config, row_advantages
+from .verl import ADAPTER_OPTIONS, KNOBS_SUPPORTED, VerlAdapterBase, _get, check_config, row_advantages
 
 __all__ = ["ADAPTER_OPTIONS", "KNOBS_SUPPORTED", "VerlV1Adapter", "attach", "check_v1_config", "supports"]
 
@@ -69,7 +69,7 @@ def check_v1_config(config, per: str) -> None:
                           f"batch; leave it at 1.")
 
 
-class VerlV1Adapter(kit.KitAdapter):
+class VerlV1Adapter(VerlAdapterBase):
     """The meta-policy wired into one verl v1 trainer (values, copies, history and state: ``kit.KitAdapter``)."""
 
     who = "verl v1 adapter"
@@ -81,27 +81,15 @@ class VerlV1Adapter(kit.KitAdapter):
         if missing:
             raise ConfigError(f"this verl ({verl_compat.version()}) lacks {missing}, which metahp's verl v1 adapter "
                               f"needs; install verl 0.9.x, and call metahp.adapt(trainer) after trainer.init().")
-        config = trainer.config
-        check_v1_config(config, per)
-        check_config(config, per, v1=True)
-        rollout = verl_compat.rollout_config(config)
-        knobset = build_knobset(config, knob=knob, updater=updater, values=values, seed=seed, combine=combine,
-                                per=per, **options)
-        if getattr(trainer, "_metahp_adapter", None) is not None:
-            raise ConfigError("this trainer already has a metahp adapter; call adapter.detach() before attaching "
-                              "another one.")
-        super().__init__(knobset, {"temperature": float(rollout.temperature)})
-        self.trainer = trainer
-        self.copies.add("temperature", "config.actor_rollout_ref.rollout.temperature", lambda: rollout.temperature,
-                        lambda v: verl_compat.set_config(rollout, "temperature", v))
-        self.default_agent_loop = str(rollout.agent.default_agent_loop)
-        self.update_seconds: list[float] = []
-        self.group_size = int(_get(config, "actor_rollout_ref.rollout.n", 1))
+        check_v1_config(trainer.config, per)
+        check_config(trainer.config, per, v1=True)
+        super().__init__(trainer, trainer.config, knob=knob, updater=updater, values=values, seed=seed,
+                         combine=combine, per=per, **options)
         self._prompts: dict[str, int] = {}  # per completion: the step's prompt uids, in drawn order
         self._methods = kit.Wrapped(trainer, {"_submit_batch_to_rollout": self._submit,
                                               "_update_actor": self._update_actor,
                                               "_save_checkpoint": self._save_checkpoint})
-        self._wrapped = [self._methods]
+        self._wrapped.append(self._methods)
         if self.per == "completion":  # every log-prob pass: each row at its own value
             for holder, method in verl_compat.V1_WORKER_CALLS:
                 group = getattr(trainer, holder, None)
@@ -111,14 +99,6 @@ class VerlV1Adapter(kit.KitAdapter):
         folder = verl_compat.resumed_folder(trainer)  # init() already loaded verl's checkpoint: load ours beside it
         if folder is not None:
             self.load(folder)
-
-    def detach(self) -> None:
-        """verl's own methods come back and the config the user's temperature (between steps)."""
-        for wrapped in self._wrapped:
-            wrapped.restore()
-        self._wrapped = []
-        super().detach()
-        self.trainer._metahp_adapter = None
 
     # -- generation: the step's prompts at the drawn value --------------------------------------------------------
     def _submit(self, batch):
@@ -204,11 +184,8 @@ class VerlV1Adapter(kit.KitAdapter):
             raise RuntimeError(f"metahp: the batch verl trains on was sampled at {sorted(set(used.tolist()))[:4]}, "
                                f"not at this step's drawn {drawn:g} (a batch from another step: is the trainer "
                                f"generating ahead?); see docs/verl.md.")
-        out = self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
-                                  used={"temperature": drawn})
-        self.update_seconds.append(time.perf_counter() - start)
-        out["metahp/update_seconds"] = self.update_seconds[-1]
-        return out
+        return self._timed(start, self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
+                                                      used={"temperature": drawn}))
 
     def _meta_update_rows(self, batch, start: float) -> dict[str, float]:
         """Per completion: the rows put back in drawn order (prompt by prompt, session by session), each with the
@@ -232,16 +209,8 @@ class VerlV1Adapter(kit.KitAdapter):
         if not np.allclose(used, self.value, rtol=0, atol=1e-9):
             raise RuntimeError("metahp: the rows verl trains on carry other temperatures than metahp drew for them "
                                "(a verl change in how rows reach TransferQueue?); see docs/verl.md.")
-        out = self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
-                                  used={"temperature": used})
-        self.update_seconds.append(time.perf_counter() - start)
-        out["metahp/update_seconds"] = self.update_seconds[-1]
-        return out
-
-    # -- state in verl's checkpoint folder ------------------------------------------------------------------------
-    def _save_checkpoint(self):
-        self.save(verl_compat.checkpoint_folder(self.trainer))  # before verl's latest_checkpointed_iteration.txt
-        return self._methods["_save_checkpoint"]()
+        return self._timed(start, self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
+                                                      used={"temperature": used}))
 
 
 def _as_list(column) -> list:

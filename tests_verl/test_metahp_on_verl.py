@@ -76,17 +76,22 @@ def test_per_batch_every_request_of_a_step_samples_at_the_drawn_value(per_batch)
     assert_gap_at_baseline(per_batch)
 
 
-def test_per_completion_each_group_mixes_the_grid_and_each_row_samples_at_its_value(per_completion):
-    steps = by_step(per_completion.requests)
-    assert len(steps) == 3
-    for step, requests in enumerate(steps, start=1):
+def assert_requests_served_the_drawn_mixture(run, steps: int) -> None:
+    """Per step: the requests served are exactly the rows' values as metahp drew them (the state of that step's
+    checkpoint), all on the grid, and every prompt's group of 4 mixes at least two values."""
+    served = by_step(run.requests)
+    assert len(served) == steps
+    for step, requests in enumerate(served, start=1):
         temperatures = [r["temperature"] for r in requests]
         assert set(temperatures) <= set(GRID)
-        # the rows' values as metahp drew them (the state of that step's checkpoint), against what was served
-        drawn = per_completion.states[step]["value"]
+        drawn = run.states[step]["value"]
         assert Counter(temperatures) == Counter(drawn), (temperatures, drawn)
         groups = [drawn[i:i + 4] for i in range(0, len(drawn), 4)]
         assert all(len(set(g)) >= 2 for g in groups), groups  # every group mixes values
+
+
+def test_per_completion_each_group_mixes_the_grid_and_each_row_samples_at_its_value(per_completion):
+    assert_requests_served_the_drawn_mixture(per_completion, steps=3)
     assert_gap_at_baseline(per_completion)
     assert per_completion.metric("metahp/update_seconds")[0] > 0
 
