@@ -119,6 +119,33 @@ def row_value(column, session_id=None) -> float:
     return float(values[int(session_id)])
 
 
+def row_places(keys, tags, grids, prompts: dict[str, int], group_size: int) -> tuple[list[float], list[int | None]]:
+    """Each v1 row's temperature and its place in the drawn order, per completion.
+
+    A row's key is ``{uid}_{session}_{output}``; completion ``s`` of the step's prompt ``i`` was drawn at place
+    ``i * group_size + s``, and sampled at ``grids[row][s]`` (the prompt's ``group_size`` values). A padding row (tag
+    ``is_padding``: verl's data-parallel padding, a copy of a real row's fields under a new uid, its loss zeroed) gets
+    its copied prompt's first value, which any log-prob pass can score, and no place: metahp does not learn from it.
+    A real row from a prompt this step did not draw, or past the group, is an error, never a misattribution.
+    """
+    values: list[float] = []
+    places: list[int | None] = []
+    for key, tag, grid in zip(keys, tags, grids, strict=True):
+        if tag.get("is_padding", False):
+            values.append(float(grid[0]))
+            places.append(None)
+            continue
+        uid, session, _output = str(key).rsplit("_", 2)
+        session = int(session)
+        if uid not in prompts or not 0 <= session < group_size:
+            raise RuntimeError(f"metahp: row {key!r} is not one of the {group_size} completions of this step's "
+                               f"prompts (a batch from another step: is the trainer generating ahead?); see "
+                               f"docs/verl.md.")
+        values.append(float(grid[session]))
+        places.append(prompts[uid] * group_size + session)
+    return values, places
+
+
 def launch_fields(argv) -> tuple[dict[str, Any], list[str]]:
     """Split ``+metahp.<field>=<value>`` overrides (metahp.config.AdaptConfig's fields, values as hydra writes
     them) from the rest, which go to verl's main_ppo unchanged."""
@@ -384,16 +411,16 @@ def main(argv=None) -> None:
     if v1:
         from .verl_v1 import check_v1_config
 
-        check_v1_config(overrides, config.per)
+        check_v1_config(overrides)
     check_config(overrides, config.per, v1=v1)
     build_knobset(overrides, **config.attach_options(ADAPTER_OPTIONS))  # the knob layer's checks and the refusals
     verl_compat.check_version()
-    if v1:
-        module, name = verl_compat.TASK_RUNNER_V1
-        setattr(importlib.import_module(module), name, _task_runner_v1())  # main() reads it at call time
-    else:
-        module, name = verl_compat.TASK_RUNNER
-        setattr(importlib.import_module(module), name, _task_runner())  # main_ppo imports it at call time
+    # Both runners: trainer.use_v1 can also come from a config file, which only verl's hydra reads; each attached
+    # adapter checks the whole resolved config.
+    module, name = verl_compat.TASK_RUNNER_V1
+    setattr(importlib.import_module(module), name, _task_runner_v1())  # main() reads it at call time
+    module, name = verl_compat.TASK_RUNNER
+    setattr(importlib.import_module(module), name, _task_runner())  # main_ppo imports it at call time
     sys.argv = [sys.argv[0], *argv]
     verl_compat.resolve(verl_compat.MAIN)()
 

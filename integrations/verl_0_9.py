@@ -19,7 +19,7 @@ from metahp.errors import ConfigError
 from . import kit
 
 SUPPORTED_VERL = ((0, 9), (0, 10))  # [low, high) on (major, minor)
-# The legacy fit loop (trainer.use_v1=False): the v1 trainer hung in TransferQueue start-up on a CPU (docs/verl.md).
+# The legacy fit loop (trainer.use_v1=False; verl_v1 adapts the v1 trainer, verl 0.9's default).
 TRAINER = ("verl.trainer.ppo.ray_trainer", "RayPPOTrainer")
 TASK_RUNNER = ("verl.trainer.main_ppo_v0", "TaskRunner")  # a Ray actor class; the launcher extends its class
 MAIN = ("verl.trainer.main_ppo", "main")  # the hydra entry point `python -m verl.trainer.main_ppo` runs
@@ -50,6 +50,14 @@ TRANSFER_QUEUE = "transfer_queue"
 # whose extra_info carries one temperature; the workers fetch its rows' fields from TransferQueue.
 # The v1 agent-loop worker spawns a prompt's rollout.n completions itself, passing each its index as this keyword.
 V1_SESSION_KWARG = "session_id"
+# Prompt columns v1's agent-loop manager reads per prompt (agent_loop_tq._run_prompt): its own number of completions,
+# and greedy decoding (verl's own training path sets neither; a user's dataset or sampler can).
+V1_ROLLOUT_N_COLUMN = "__rollout_n__"
+V1_DO_SAMPLE_COLUMN = "__do_sample__"
+# v1 settings that submit more prompts within one step (the replay buffer's refill_fn): DAPO's group filter, the
+# refill of failed groups, and a user's own sampler class.
+V1_REFILL_SETTINGS = ("algorithm.filter_groups.enable", "trainer.v1.sampler.sync_refill_failed_groups")
+V1_CUSTOM_SAMPLER = "trainer.v1.sampler.custom_sampler"
 V1_WORKER_CALLS = (("actor_rollout_wg", "compute_log_prob"), ("actor_rollout_wg", "update_actor"),
                    ("ref_policy_wg", "compute_ref_log_prob"))
 # verl's own check that sampling and scoring agree: max / mean |p_rollout - p_trainer| over response tokens.

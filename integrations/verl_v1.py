@@ -29,6 +29,7 @@ an older meta-policy than the one it trains.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -38,7 +39,7 @@ from metahp.errors import ConfigError
 
 from . import kit
 from . import verl_0_9 as verl_compat
-from .verl import ADAPTER_OPTIONS, KNOBS_SUPPORTED, VerlAdapterBase, _get, check_config, row_advantages
+from .verl import ADAPTER_OPTIONS, KNOBS_SUPPORTED, VerlAdapterBase, _get, check_config, row_advantages, row_places
 
 __all__ = ["ADAPTER_OPTIONS", "KNOBS_SUPPORTED", "VerlV1Adapter", "attach", "check_v1_config", "supports"]
 
@@ -56,7 +57,7 @@ def attach(trainer, *, knob="temperature", updater="exp3", values=None, seed=Non
                          **options)
 
 
-def check_v1_config(config, per: str) -> None:
+def check_v1_config(config) -> None:
     """Refuse v1 settings under which one drawn value would not be what samples and scores the batch it learns from
     (the settings both trainers share are ``verl.check_config``'s)."""
     mode = str(_get(config, "trainer.v1.trainer_mode", "sync"))
@@ -67,6 +68,14 @@ def check_v1_config(config, per: str) -> None:
     if sync_steps != 1:
         raise ConfigError(f"trainer.v1.sync.parameter_sync_step={sync_steps}: metahp draws one value per step's "
                           f"batch; leave it at 1.")
+    for setting in verl_compat.V1_REFILL_SETTINGS:
+        if _get(config, setting, False):
+            raise ConfigError(f"{setting}=True submits more prompts within a step to replace the groups it drops, "
+                              f"and metahp draws once per step (a batch would mix two draws): set it to False.")
+    sampler = _get(config, verl_compat.V1_CUSTOM_SAMPLER, None) or {}
+    if _get(sampler, "path", None) and _get(sampler, "name", None):
+        raise ConfigError(f"{verl_compat.V1_CUSTOM_SAMPLER}: a sampler of your own decides when prompts are "
+                          f"submitted, and metahp draws once per step for the step's one submission; remove it.")
 
 
 class VerlV1Adapter(VerlAdapterBase):
@@ -81,11 +90,12 @@ class VerlV1Adapter(VerlAdapterBase):
         if missing:
             raise ConfigError(f"this verl ({verl_compat.version()}) lacks {missing}, which metahp's verl v1 adapter "
                               f"needs; install verl 0.9.x, and call metahp.adapt(trainer) after trainer.init().")
-        check_v1_config(trainer.config, per)
+        check_v1_config(trainer.config)
         check_config(trainer.config, per, v1=True)
         super().__init__(trainer, trainer.config, knob=knob, updater=updater, values=values, seed=seed,
                          combine=combine, per=per, **options)
         self._prompts: dict[str, int] = {}  # per completion: the step's prompt uids, in drawn order
+        self._rows: tuple[tuple, list[float], list[int | None]] | None = None  # the step's rows: keys, values, places
         self._methods = kit.Wrapped(trainer, {"_submit_batch_to_rollout": self._submit,
                                               "_update_actor": self._update_actor,
                                               "_save_checkpoint": self._save_checkpoint})
@@ -109,6 +119,8 @@ class VerlV1Adapter(VerlAdapterBase):
         name_column = verl_compat.AGENT_NAME_COLUMN
         step = int(getattr(self.trainer, "global_steps", 0))
         prompts = len(batch)
+        self._check_prompt_columns(batch)
+        self._rows = None
         if self.per == "completion":  # the prompt's group of rollout.n: values drawn[i*n:(i+1)*n], as the knob layer
             drawn = self.draw_and_apply(step, rows=prompts * self.group_size)["temperature"]
             column = torch.tensor(drawn, dtype=torch.float64).view(prompts, self.group_size)
@@ -124,40 +136,56 @@ class VerlV1Adapter(VerlAdapterBase):
         batch[VALUE_COLUMN] = column
         return self._methods["_submit_batch_to_rollout"](batch)
 
+    def _check_prompt_columns(self, batch) -> None:
+        """Refuse prompts that carry verl's per-prompt sampling columns, which metahp's draw cannot honour."""
+        keys = set(batch.keys())
+        if self.per == "completion" and verl_compat.V1_ROLLOUT_N_COLUMN in keys:
+            raise RuntimeError(f"metahp: the step's prompts carry {verl_compat.V1_ROLLOUT_N_COLUMN} (a number of "
+                               f"completions per prompt), but values per completion draw rollout.n="
+                               f"{self.group_size} values for each prompt: drop that column, or use per='batch'.")
+        if verl_compat.V1_DO_SAMPLE_COLUMN in keys:
+            greedy = [flag for flag in _as_list(batch[verl_compat.V1_DO_SAMPLE_COLUMN]) if not bool(flag)]
+            if greedy:
+                raise RuntimeError(f"metahp: {len(greedy)} of the step's prompts ask for greedy decoding "
+                                   f"({verl_compat.V1_DO_SAMPLE_COLUMN}=False), which metahp's temperature would "
+                                   f"override: drop that column from training prompts.")
+
     # -- scoring per completion: each row's value as a TransferQueue field, read with the row ------------------------
     def _scored(self, call):
         def scored(batch, *args, **kwargs):
-            values, _ = self._row_values(batch)
             from tensordict import TensorDict
 
-            verl_compat.transfer_queue().kv_batch_put(
-                keys=batch.keys, partition_id=batch.partition_id,
-                fields=TensorDict({verl_compat.TEMPERATURE_KEY: torch.tensor(values, dtype=torch.float32)},
-                                  batch_size=len(batch.keys)))
+            fresh = self._rows is None or self._rows[0] != tuple(batch.keys)
+            values, _ = self._row_values(batch)
+            if fresh:  # once per step's rows: the field stays in TransferQueue for the step's later passes
+                verl_compat.transfer_queue().kv_batch_put(
+                    keys=batch.keys, partition_id=batch.partition_id,
+                    fields=TensorDict({verl_compat.TEMPERATURE_KEY: torch.tensor(values, dtype=torch.float32)},
+                                      batch_size=len(batch.keys)))
             batch.extra_info.pop(verl_compat.TEMPERATURE_KEY, None)  # else one number overwrites the rows' values
+            if batch.fields is not None and verl_compat.TEMPERATURE_KEY not in batch.fields:
+                # a batch that names its fields hands the workers only those (bypass mode: no log-prob pass has
+                # named ours before the update)
+                batch = dataclasses.replace(batch, fields=[*batch.fields, verl_compat.TEMPERATURE_KEY])
             return call(batch, *args, **kwargs)
 
         return scored
 
-    def _row_values(self, batch) -> tuple[list[float], list[int]]:
-        """Each row's temperature (the prompt's values at the row's session) and its place in the drawn order."""
+    def _row_values(self, batch) -> tuple[list[float], list[int | None]]:
+        """Each row's temperature and its place in the drawn order (``verl.row_places``), read once per step."""
         from .verl_agent_loop import VALUE_COLUMN
 
+        keys = tuple(batch.keys)
+        if self._rows is not None and self._rows[0] == keys:
+            return self._rows[1], self._rows[2]
         data = verl_compat.transfer_queue().kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                                          select_fields=[VALUE_COLUMN])
         column = data[VALUE_COLUMN]  # per row, its prompt's rollout.n values; TransferQueue may give it back jagged
         grids = ([row.tolist() for row in column.unbind()] if getattr(column, "is_nested", False)
                  else torch.as_tensor(column).reshape(len(batch.keys), -1).tolist())
-        values, order = [], []
-        for key, grid in zip(batch.keys, grids, strict=True):
-            uid, session, _output = str(key).rsplit("_", 2)  # verl's row key: {uid}_{session_id}_{output index}
-            session = int(session)
-            if uid not in self._prompts:
-                raise RuntimeError(f"metahp: row {key!r} is not from the prompts of this step (a batch from another "
-                                   f"step: is the trainer generating ahead?); see docs/verl.md.")
-            values.append(float(grid[session]))
-            order.append(self._prompts[uid] * self.group_size + session)
-        return values, order
+        values, places = row_places(batch.keys, batch.tags, grids, self._prompts, self.group_size)
+        self._rows = (keys, values, places)
+        return values, places
 
     # -- the meta-update, in the actor update ---------------------------------------------------------------------
     def _update_actor(self, batch, metrics):
@@ -189,28 +217,34 @@ class VerlV1Adapter(VerlAdapterBase):
 
     def _meta_update_rows(self, batch, start: float) -> dict[str, float]:
         """Per completion: the rows put back in drawn order (prompt by prompt, session by session), each with the
-        value that sampled it; a row missing or repeated is an error, never a silent misattribution."""
-        values, order = self._row_values(batch)
-        real = [not tag.get("is_padding", False) for tag in batch.tags]  # data-parallel padding: scored, not learned
-        keep = [i for i, r in enumerate(real) if r]
-        values, order = [values[i] for i in keep], [order[i] for i in keep]
+        value that sampled it. Padding rows are left out. A completion whose rollout failed has no row, and the
+        meta-policy learns from the rows present (``metahp/rows_missing`` counts the others, ``metahp/rows_padding``
+        the padding rows); a row twice is an error, never a silent misattribution."""
+        values, places = self._row_values(batch)
+        keep = [i for i, place in enumerate(places) if place is not None]
+        order = [places[i] for i in keep]
         rows = len(self._prompts) * self.group_size
-        if sorted(order) != list(range(rows)):
-            raise RuntimeError(f"metahp: the batch verl trains on holds {len(order)} rows for the {rows} completions "
-                               f"metahp drew (padding, several outputs per completion, or another step's rows); "
-                               f"values per completion need exactly one row per completion (docs/verl.md).")
+        if len(set(order)) != len(order):
+            raise RuntimeError(f"metahp: the batch verl trains on holds {len(order) - len(set(order))} completions "
+                               f"twice (several outputs per completion?); values per completion need one row per "
+                               f"completion (docs/verl.md).")
+        missing = {"metahp/rows_missing": float(rows - len(order)),
+                   "metahp/rows_padding": float(len(places) - len(keep))}
+        if not order:  # every rollout of the step failed: nothing to learn from
+            return {**self._timed(start, {}), **missing}
         data = verl_compat.transfer_queue().kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                                          select_fields=["advantages", "response_mask", "rm_scores"])
         padded = data.to_padded_tensor()
         place = torch.argsort(torch.tensor(order))
         advantages = row_advantages(padded["advantages"], padded["response_mask"])[keep][place]
         rewards = (padded["rm_scores"] * padded["response_mask"]).sum(-1)[keep][place]
-        used = [values[i] for i in place.tolist()]
-        if not np.allclose(used, self.value, rtol=0, atol=1e-9):
+        used = [values[keep[i]] for i in place.tolist()]
+        drawn = [self.value[order[i]] for i in place.tolist()]
+        if not np.allclose(used, drawn, rtol=0, atol=1e-9):
             raise RuntimeError("metahp: the rows verl trains on carry other temperatures than metahp drew for them "
                                "(a verl change in how rows reach TransferQueue?); see docs/verl.md.")
-        return self._timed(start, self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
-                                                      used={"temperature": used}))
+        return {**self._timed(start, self.knobset.update(advantages=advantages, reward=float(rewards.float().mean()),
+                                                         used={"temperature": used})), **missing}
 
 
 def _as_list(column) -> list:

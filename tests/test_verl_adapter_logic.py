@@ -65,20 +65,41 @@ def test_the_launcher_takes_metahp_fields_and_leaves_verls_overrides_alone():
 def test_the_v1_trainer_is_accepted_in_sync_mode_per_batch_and_per_completion():
     v1 = config(**{"trainer.use_v1": True})
     verl.check_config(v1, "batch", v1=True)
-    verl_v1.check_v1_config(v1, "batch")
+    verl_v1.check_v1_config(v1)
     verl.check_config(v1, "completion", v1=True)
-    verl_v1.check_v1_config(v1, "completion")
-    verl_v1.check_v1_config({**v1, "trainer": {"use_v1": True, "v1": {"trainer_mode": "sync"}}}, "batch")
+    verl_v1.check_v1_config({**v1, "trainer": {"use_v1": True, "v1": {"trainer_mode": "sync"}}})
+    verl_v1.check_v1_config({**v1, "algorithm": {"filter_groups": {"enable": False}}})  # off: fine
 
 
-@pytest.mark.parametrize("trainer, per, words", [
-    ({"v1": {"trainer_mode": "colocate_async"}}, "batch", "trainer_mode=sync"),
-    ({"v1": {"trainer_mode": "separate_async"}}, "batch", "steps ahead"),
-    ({"v1": {"trainer_mode": "sync", "sync": {"parameter_sync_step": 2}}}, "batch", "leave it at 1"),
+@pytest.mark.parametrize("changes, words", [
+    ({"trainer": {"v1": {"trainer_mode": "colocate_async"}}}, "trainer_mode=sync"),
+    ({"trainer": {"v1": {"trainer_mode": "separate_async"}}}, "steps ahead"),
+    ({"trainer": {"v1": {"trainer_mode": "sync", "sync": {"parameter_sync_step": 2}}}}, "leave it at 1"),
+    # settings that submit more prompts within a step (the replay buffer's refill): one draw per step cannot cover them
+    ({"algorithm": {"filter_groups": {"enable": True}}}, r"filter_groups.enable=True .* set it to False"),
+    ({"trainer": {"v1": {"sampler": {"sync_refill_failed_groups": True}}}}, "sync_refill_failed_groups=True"),
+    ({"trainer": {"v1": {"sampler": {"custom_sampler": {"path": "my.py", "name": "Mine"}}}}}, "sampler of your own"),
 ])
-def test_v1_settings_one_drawn_value_cannot_honour_are_refused_saying_what_works(trainer, per, words):
+def test_v1_settings_one_drawn_value_cannot_honour_are_refused_saying_what_works(changes, words):
     with pytest.raises(ConfigError, match=words):
-        verl_v1.check_v1_config({"trainer": {"use_v1": True, **trainer}}, per)
+        verl_v1.check_v1_config({"trainer": {"use_v1": True}, **changes})
+    verl_v1.check_v1_config({"trainer": {"use_v1": True, "v1": {"sampler": {"custom_sampler": {"path": None}}}}})
+
+
+def test_v1_rows_find_their_place_in_the_drawn_order_and_padding_rows_find_none():
+    prompts = {"a": 0, "b": 1}  # the step's prompts in drawn order, groups of 2
+    grids = [[0.8, 1.0], [0.6, 1.4], [0.6, 1.4], [0.8, 1.0], [0.8, 1.0]]  # each row: its prompt's values
+    keys = ["b_1_0", "a_0_0", "a_1_0", "b_0_0", "pad3f2a_0_0"]  # verl's balance reorders; padding copies row 0
+    tags = [{}, {}, {}, {}, {"is_padding": True}]
+    values, places = verl.row_places(keys, tags, grids, prompts, 2)
+    assert places == [3, 0, 1, 2, None]
+    assert values == [1.0, 0.6, 1.4, 0.8, 0.8]  # each row at its session's value; padding at a value it carries
+    with pytest.raises(RuntimeError, match="not one of the 2 completions of this step's prompts"):
+        verl.row_places(["c_0_0"], [{}], [[0.6, 1.4]], prompts, 2)  # another step's prompt
+    with pytest.raises(RuntimeError, match="not one of the 2 completions"):
+        verl.row_places(["a_2_0"], [{}], [[0.6, 1.4, 1.0]], prompts, 2)  # a session past the group
+    with pytest.raises(RuntimeError, match="not one of the 2 completions"):
+        verl.row_places(["pad3f2a_0_0"], [{}], [[0.6, 1.4]], prompts, 2)  # a padding key without verl's tag
 
 
 def test_supports_tells_the_v1_trainer_from_the_legacy_one_by_class_and_module():

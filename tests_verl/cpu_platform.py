@@ -22,6 +22,8 @@ When the environment variable ``METAHP_VERL_RECORD`` names a file, every request
 sampling params whose name starts with ``metahp``. The file is opened in append mode per write and flushed at
 once, because several processes may write to it. ``METAHP_VERL_FORCE_TEMPERATURE`` makes the server sample at
 that temperature instead of the request's: a broken rollout for the negative control of the gap metrics.
+``METAHP_VERL_FAIL_REQUEST=N`` makes the server's N-th request (counted from 1 in each server process) raise, as a
+rollout that fails; its record line says ``failed``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ RECORD_ENV = "METAHP_VERL_RECORD"
 # A deliberately broken rollout, for the test that shows the gap metrics catch a mismatch: sample at this
 # temperature whatever the request says (the record keeps the request's value and adds sampled_temperature).
 FORCE_TEMPERATURE_ENV = "METAHP_VERL_FORCE_TEMPERATURE"
+# A rollout that fails: the server's N-th request raises (verl then marks that prompt's group as failed).
+FAIL_REQUEST_ENV = "METAHP_VERL_FAIL_REQUEST"
 ROLLOUT_NAME = "hf"
 SERVER_NAME = "metahp_hf_server_{}"
 
@@ -239,6 +243,10 @@ class HFServer:
         entry = request_record(prompt_ids, sampling_params, kwargs)
         if os.environ.get(FORCE_TEMPERATURE_ENV):
             sampling_params["temperature"] = float(os.environ[FORCE_TEMPERATURE_ENV])
+        self.requests_served = getattr(self, "requests_served", 0) + 1
+        if self.requests_served == int(os.environ.get(FAIL_REQUEST_ENV) or 0):
+            record({**entry, "failed": True})
+            raise RuntimeError(f"cpu_platform: request {self.requests_served} fails ({FAIL_REQUEST_ENV})")
         record({**entry, "sampled_temperature": sampling_params.get("temperature")})
         max_new_tokens = int(sampling_params.get("max_tokens") or self.response_length)
         ids = torch.tensor([list(prompt_ids)])

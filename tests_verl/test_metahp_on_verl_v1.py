@@ -100,3 +100,27 @@ def test_v1_the_gap_catches_rows_sampled_at_other_values_than_they_are_scored_at
     max_gap, mean_gap = (run.metric(name)[0] for name in GAP_NAMES)
     print(f"v1, forced rollout: max {max_gap}, mean {mean_gap}")
     assert max_gap > GAP_MAX and mean_gap > GAP_MEAN
+
+
+def test_v1_per_completion_runs_on_padded_batches_in_bypass_mode_without_a_reference_pass(tmp_path, verl_assets):
+    # a mini-batch of 3 prompts (12 rows) makes verl pad the step's 16 rows to 24 (padding rows under a new uid,
+    # copies of a real row); bypass mode takes the old log-probs from the rollout and no KL loss means no reference
+    # pass, so the actor update is the only pass that scores the rows: it must still get each row's value
+    changes = ["actor_rollout_ref.actor.ppo_mini_batch_size=3", "algorithm.rollout_correction.bypass_mode=True",
+               "actor_rollout_ref.actor.use_kl_loss=False", "trainer.save_freq=1"]
+    run = run_verl(tmp_path, [*ON_V1, *PER_COMPLETION, *changes], steps=2, module=LAUNCHER, assets=verl_assets)
+    run.states = {step: state(run, step) for step in (1, 2)}
+    assert_requests_served_the_drawn_mixture(run, steps=2)
+    assert run.metric("metahp/rows_missing") == [0.0, 0.0]  # padding rows are not counted as completions
+    assert run.metric("metahp/rows_padding") == [8.0, 8.0]  # verl padded the 16 rows to 24
+
+
+def test_v1_per_completion_learns_from_the_rows_present_when_a_rollout_fails(tmp_path, verl_assets):
+    # the server's 3rd request raises: verl marks that prompt's group failed and trains on its other 3 rows (one
+    # padding row makes 16 again); metahp learns from the 15 completions present and counts the one missing
+    run = run_verl(tmp_path, [*ON_V1, *PER_COMPLETION, "trainer.save_freq=1"], steps=2, module=LAUNCHER,
+                   assets=verl_assets, env={"METAHP_VERL_FAIL_REQUEST": "3"})
+    assert [r.get("failed", False) for r in run.requests].count(True) == 1
+    assert run.metric("metahp/rows_missing") == [1.0, 0.0]
+    first = state(run, 1)
+    assert len(first["history"]) == 1 and len(state(run, 2)["history"]) == 2  # both steps learned
