@@ -32,6 +32,7 @@ LR_MULTIPLIERS = (0.25, 1.0, 4.0)
 BETAS = (0.0, 0.04, 0.16)
 # The clip-range sweep (issue 21): GRPOConfig's (and TRL's) default 0.2, half of it and twice it.
 EPSILONS = (0.1, 0.2, 0.4)
+EPSILONS_HIGH = (0.2, 0.28, 0.4)  # the upper clip bound, epsilon at 0.2: symmetric, DAPO's clip-higher 0.28, wider
 
 
 # -- the strategies ---------------------------------------------------------------------------------------------
@@ -58,7 +59,8 @@ class Strategy:
     knob: str = "temperature"
     """the knob it sets: ``"temperature"``, ``"learning_rate"`` (fixed: a multiplier on the configured learning
     rate, the temperature at 1.0; metahp: adapted over multipliers, issue 21), ``"beta"`` (fixed: GRPOConfig's
-    kl_beta; metahp: adapted over the grid) or ``"epsilon"`` (fixed: clip_eps; metahp: adapted over the grid)"""
+    kl_beta; metahp: adapted over the grid), ``"epsilon"`` (fixed: clip_eps; metahp: adapted over the grid) or
+    ``"epsilon_high"`` (fixed: clip_eps_high, clip_eps at 0.2; metahp: adapted over the grid)"""
     trainer: dict = field(default_factory=dict)
     """GRPOConfig settings of its own (the adapted beta arms start at kl_beta > 0, so that a reference model exists)"""
 
@@ -119,6 +121,13 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     # (exp3), from the clipped share against the target 0.1 (clip_target), or not learned (uniform).
     *(Strategy(f"eps_{e:g}", "fixed", value=e, knob="epsilon") for e in EPSILONS),
     *(Strategy(f"eps_{name}", "metahp", updater=updater, knob="epsilon", options={"values": list(EPSILONS), **extra})
+      for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "clip_target"}),
+                                   ("clip_target", "softmax_gradient", {"reward": "clip_target"}))),
+    # epsilon_high (DAPO's clip-higher) as the knob, epsilon at its default 0.2, the temperature at 1.0, two epochs:
+    # the sweep over the upper bound, and one run adapting it, learned as for epsilon.
+    *(Strategy(f"epsh_{e:g}", "fixed", value=e, knob="epsilon_high") for e in EPSILONS_HIGH),
+    *(Strategy(f"epsh_{name}", "metahp", updater=updater, knob="epsilon_high",
+               options={"values": list(EPSILONS_HIGH), **extra})
       for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "clip_target"}),
                                    ("clip_target", "softmax_gradient", {"reward": "clip_target"}))),
 )}
@@ -280,6 +289,8 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
         settings["kl_beta"] = strategy.value
     if strategy.kind == "fixed" and strategy.knob == "epsilon":
         settings["clip_eps"] = strategy.value
+    if strategy.kind == "fixed" and strategy.knob == "epsilon_high":
+        settings["clip_eps_high"] = strategy.value
     settings.update(strategy.trainer)
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=args.prompts_per_step,
                           num_generations=args.num_generations,
@@ -351,6 +362,9 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             **({"epsilon": [m.get("metahp/epsilon") for m in history],
                 "epsilon_mean": [m.get("metahp/epsilon_mean") for m in history]}
                if adapted and strategy.knob == "epsilon" else {}),
+            **({"epsilon_high": [m.get("metahp/epsilon_high") for m in history],
+                "epsilon_high_mean": [m.get("metahp/epsilon_high_mean") for m in history]}
+               if adapted and strategy.knob == "epsilon_high" else {}),
             # the share of tokens the loss clipped (epochs after the first) and the KL to the reference, per step
             "clip_fraction": [m.get("update/clip_fraction") for m in history],
             "kl": [m.get("update/kl") for m in history],

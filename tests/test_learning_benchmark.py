@@ -386,3 +386,33 @@ def test_epsilon_strategies_set_the_clip_range_and_record_the_clipped_share(lear
         assert len(record["series"]["kl"]) == 4
     assert seen == [0.4, 0.2]  # the fixed arm's clip range; the adapted one starts from the default
     assert set(record["series"]["epsilon"]) <= set(learning_run.EPSILONS)
+
+
+def test_epsilon_high_strategies_set_the_upper_clip_bound_with_epsilon_at_its_default(learning, tmp_path, monkeypatch):
+    """The clip-higher arms (issue 21): the fixed ones set clip_eps_high with clip_eps left at 0.2, the adapted ones
+    draw the upper bound over the same sweep and record it per step."""
+    import dataclasses
+
+    import learning_run
+
+    strategies = learning_run.STRATEGIES
+    assert sorted(s.value for s in strategies.values() if s.knob == "epsilon_high" and s.kind == "fixed") == sorted(
+        learning_run.EPSILONS_HIGH)
+    monkeypatch.setenv("METAHP_CACHE", str(tmp_path / "cache"))
+    args = dataclasses.replace(learning.smoke_sized(learning.parse_args(["--out", str(tmp_path / "out")])), steps=3)
+    learning_run.prepare(args, "reverse", 0)
+    seen = []
+    from metahp.lab import grpo
+
+    class Recording(grpo.GRPOTrainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen.append((self.config.clip_eps, self.config.clip_eps_high))
+
+    monkeypatch.setattr(grpo, "GRPOTrainer", Recording)
+    for name in ("epsh_0.28", "epsh_clip_target"):
+        learning_run.run_one(args, "reverse", 0, name)
+    record = json.loads((tmp_path / "out" / "runs" / "reverse__epsh_clip_target__seed0.json").read_text())
+    assert seen == [(0.2, 0.28), (0.2, None)]  # the fixed arm's upper bound; the adapted one starts symmetric
+    assert len(record["series"]["epsilon_high"]) == 3
+    assert set(record["series"]["epsilon_high"]) <= set(learning_run.EPSILONS_HIGH)
