@@ -66,7 +66,7 @@ $(VLLM_STAMP): pyproject.toml constraints.txt requirements-vllm.txt
 vllm-test: $(VLLM_STAMP)
 	for module in tests_vllm/test_*.py; do METAHP_VLLM_TEST=1 $(VLLM_BIN)/pytest $$module -p no:cacheprovider || exit 1; done
 
-# make verl-test - verl's GRPO trainer (Ray, FSDP, the legacy fit loop) with metahp attached, end to end on a CPU,
+# make verl-test - verl's GRPO trainers (Ray, FSDP; the v1 trainer and the legacy fit loop) with metahp attached, end to end on a CPU,
 # in its own environment (.venv-verl, ~2 GB): verl[verl-core] 0.9.1 beside the pinned CPU torch. Not run by
 # `make test` or CI; see docs/verl.md. verl has no CPU platform: tests_verl/ brings one (gloo, and a rollout server
 # on transformers' generate).

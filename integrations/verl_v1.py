@@ -96,6 +96,7 @@ class VerlV1Adapter(VerlAdapterBase):
                          combine=combine, per=per, **options)
         self._prompts: dict[str, int] = {}  # per completion: the step's prompt uids, in drawn order
         self._rows: tuple[tuple, list[float], list[int | None]] | None = None  # the step's rows: keys, values, places
+        self._put: tuple | None = None  # the keys whose values are in TransferQueue as their temperature field
         self._methods = kit.Wrapped(trainer, {"_submit_batch_to_rollout": self._submit,
                                               "_update_actor": self._update_actor,
                                               "_save_checkpoint": self._save_checkpoint})
@@ -120,7 +121,7 @@ class VerlV1Adapter(VerlAdapterBase):
         step = int(getattr(self.trainer, "global_steps", 0))
         prompts = len(batch)
         self._check_prompt_columns(batch)
-        self._rows = None
+        self._rows = self._put = None
         if self.per == "completion":  # the prompt's group of rollout.n: values drawn[i*n:(i+1)*n], as the knob layer
             drawn = self.draw_and_apply(step, rows=prompts * self.group_size)["temperature"]
             column = torch.tensor(drawn, dtype=torch.float64).view(prompts, self.group_size)
@@ -155,13 +156,13 @@ class VerlV1Adapter(VerlAdapterBase):
         def scored(batch, *args, **kwargs):
             from tensordict import TensorDict
 
-            fresh = self._rows is None or self._rows[0] != tuple(batch.keys)
             values, _ = self._row_values(batch)
-            if fresh:  # once per step's rows: the field stays in TransferQueue for the step's later passes
+            if self._put != tuple(batch.keys):  # once per step's rows: the field stays for the step's later passes
                 verl_compat.transfer_queue().kv_batch_put(
                     keys=batch.keys, partition_id=batch.partition_id,
                     fields=TensorDict({verl_compat.TEMPERATURE_KEY: torch.tensor(values, dtype=torch.float32)},
                                       batch_size=len(batch.keys)))
+                self._put = tuple(batch.keys)
             batch.extra_info.pop(verl_compat.TEMPERATURE_KEY, None)  # else one number overwrites the rows' values
             if batch.fields is not None and verl_compat.TEMPERATURE_KEY not in batch.fields:
                 # a batch that names its fields hands the workers only those (bypass mode: no log-prob pass has
