@@ -176,3 +176,19 @@ def test_the_agent_loop_takes_the_rows_value_or_the_one_of_its_completions_sessi
     assert row_value(torch.tensor([0.6, 1.0, 1.4, 1.0], dtype=torch.float64), 2) == 1.4
     with pytest.raises(RuntimeError, match="session_id"):
         row_value(torch.tensor([0.6, 1.0]), None)
+
+
+@pytest.mark.parametrize("per, columns, words", [
+    ("completion", {"__rollout_n__": [4, 4]}, r"__rollout_n__ .* drop that column, or use per='batch'"),
+    ("batch", {"__do_sample__": [True, False]}, r"1 of the step's prompts ask for greedy decoding"),
+])
+def test_v1_prompts_with_their_own_number_of_completions_or_greedy_decoding_are_refused(per, columns, words):
+    from types import SimpleNamespace
+
+    adapter = SimpleNamespace(per=per, group_size=4)  # the two attributes the check reads
+    with pytest.raises(RuntimeError, match=words):
+        verl_v1.VerlV1Adapter._check_prompt_columns(adapter, columns)
+    # what verl's own training path sends: neither column, or sampling asked for on every prompt
+    verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"uid": ["a", "b"]})
+    verl_v1.VerlV1Adapter._check_prompt_columns(SimpleNamespace(per="batch", group_size=4), {"__rollout_n__": [2, 8]})
+    verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"__do_sample__": [True, True]})
