@@ -9,8 +9,10 @@ and the ``hf`` rollout server of cpu_platform.py (harness.py). Checked:
   request at its completion's drawn value, and the gap at the baseline's level with the values mixed, so each row
   was scored at its own value (scored at one value for all, the mixed rows would leave it: the legacy suite's
   negative control);
-- metahp's state in each ``global_step_N`` folder; a resume from step 2 (verl's v1 trainer loads its checkpoint in
-  ``init()``, before metahp attaches) draws step 3 exactly as the uninterrupted run did.
+- metahp's state in each ``global_step_N`` folder; a resume (verl's v1 trainer loads its checkpoint in ``init()``,
+  before metahp attaches) draws the next step exactly as the uninterrupted run did, per batch and per completion;
+- per completion on padded batches in bypass mode without a reference pass (the actor update the only pass that
+  scores), and with a rollout that fails (metahp learns from the rows present).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def v1_per_completion(tmp_path_factory, verl_assets):
     workdir = tmp_path_factory.mktemp("v1_per_completion")
     run = run_verl(workdir, [*ON_V1, *PER_COMPLETION, "trainer.save_freq=1"], steps=2, module=LAUNCHER,
                    assets=verl_assets)
-    run.states = {step: state(run, step) for step in (1, 2)}
+    run.states = {step: state(run, step) for step in (1, 2)}  # read now: the resume below rewrites step 2
     return run
 
 
@@ -88,6 +90,18 @@ def test_v1_per_completion_each_group_mixes_the_grid_and_each_row_samples_and_sc
     assert_requests_served_the_drawn_mixture(v1_per_completion, steps=2)
     assert_gap_at_baseline(v1_per_completion)
     assert v1_per_completion.metric("metahp/update_seconds")[0] > 0
+
+
+def test_v1_per_completion_resume_draws_every_rows_value_exactly_as_the_uninterrupted_run(v1_per_completion,
+                                                                                           verl_assets):
+    resume = ["trainer.resume_mode=resume_path",
+              f"trainer.resume_from_path={v1_per_completion.checkpoint_dir / 'global_step_1'}"]
+    resumed = run_verl(v1_per_completion.workdir, [*ON_V1, *PER_COMPLETION, "trainer.save_freq=1", *resume], steps=2,
+                       module=LAUNCHER, assets=verl_assets)
+    assert len(by_step(resumed.requests)) == 1  # only step 2 ran
+    again = state(resumed, 2)
+    assert again["value"] == v1_per_completion.states[2]["value"]  # the same 16 values, row by row
+    assert again["history"][:1] == v1_per_completion.states[2]["history"][:1]  # step 2's own entry follows rollouts
 
 
 def test_v1_the_gap_catches_rows_sampled_at_other_values_than_they_are_scored_at(tmp_path, verl_assets):
