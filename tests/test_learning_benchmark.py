@@ -336,7 +336,8 @@ def test_learning_rate_strategies_set_the_learning_rate_knob_over_the_sweeps_mul
         assert strategies[name].options["values"] == list(learning_run.LR_MULTIPLIERS)
     assert strategies["lr_alignment"].options["reward"] == "gradient_alignment"
     assert strategies["lr_update"].options["reward"] == "update_alignment"
-    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith(("lr_", "beta_", "eps_")))
+    hyperparameter_arms = ("lr_", "beta_", "eps_", "epsh_")
+    assert all(s.knob == "temperature" for n, s in strategies.items() if not n.startswith(hyperparameter_arms))
 
 
 def test_beta_strategies_start_with_a_reference_model_and_adapt_over_the_sweep(learning, tmp_path):
