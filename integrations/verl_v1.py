@@ -145,7 +145,9 @@ class VerlV1Adapter(VerlAdapterBase):
                                f"completions per prompt), but values per completion draw rollout.n="
                                f"{self.group_size} values for each prompt: drop that column, or use per='batch'.")
         if verl_compat.V1_DO_SAMPLE_COLUMN in keys:
-            greedy = [flag for flag in _as_list(batch[verl_compat.V1_DO_SAMPLE_COLUMN]) if not bool(flag)]
+            column = batch[verl_compat.V1_DO_SAMPLE_COLUMN]
+            flags = [column.data] if type(column).__name__ == "NonTensorData" else _as_list(column)  # one for all
+            greedy = [flag for flag in flags if not bool(flag)]
             if greedy:
                 raise RuntimeError(f"metahp: {len(greedy)} of the step's prompts ask for greedy decoding "
                                    f"({verl_compat.V1_DO_SAMPLE_COLUMN}=False), which metahp's temperature would "
@@ -164,10 +166,11 @@ class VerlV1Adapter(VerlAdapterBase):
                                       batch_size=len(batch.keys)))
                 self._put = tuple(batch.keys)
             batch.extra_info.pop(verl_compat.TEMPERATURE_KEY, None)  # else one number overwrites the rows' values
-            if batch.fields is not None and verl_compat.TEMPERATURE_KEY not in batch.fields:
+            named = [batch.fields] if isinstance(batch.fields, str) else batch.fields  # KVBatchMeta allows one name
+            if named is not None and verl_compat.TEMPERATURE_KEY not in named:
                 # a batch that names its fields hands the workers only those (bypass mode: no log-prob pass has
                 # named ours before the update)
-                batch = dataclasses.replace(batch, fields=[*batch.fields, verl_compat.TEMPERATURE_KEY])
+                batch = dataclasses.replace(batch, fields=[*named, verl_compat.TEMPERATURE_KEY])
             return call(batch, *args, **kwargs)
 
         return scored

@@ -192,3 +192,16 @@ def test_v1_prompts_with_their_own_number_of_completions_or_greedy_decoding_are_
     verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"uid": ["a", "b"]})
     verl_v1.VerlV1Adapter._check_prompt_columns(SimpleNamespace(per="batch", group_size=4), {"__rollout_n__": [2, 8]})
     verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"__do_sample__": [True, True]})
+
+
+def test_v1_a_greedy_flag_given_once_for_all_prompts_is_read_as_one_value():
+    from types import SimpleNamespace
+
+    class NonTensorData:  # tensordict's one-value-for-all-rows column: the value is its .data
+        def __init__(self, data):
+            self.data = data
+
+    adapter = SimpleNamespace(per="batch", group_size=4)
+    with pytest.raises(RuntimeError, match="1 of the step's prompts ask for greedy decoding"):
+        verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"__do_sample__": NonTensorData(False)})
+    verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"__do_sample__": NonTensorData(True)})
