@@ -167,7 +167,8 @@ def report(out: Path) -> dict:
         figures.append(plot_temperatures(runs, out / "temperature.png"))
     if any(entry.get("zero_advantage") for entry in summary.values()):
         figures.append(plot_zero_advantage(runs, out / "zero_advantage.png"))
-    for knob in ("learning_rate", "beta", "epsilon", "epsilon_high"):  # the hyperparameter arms (issue 21): the value each batch used
+    # the hyperparameter arms (issue 21): the value each batch used
+    for knob in ("learning_rate", "beta", "epsilon", "epsilon_high"):
         if any(r["series"].get(knob) for r in runs):
             figures.append(plot_temperatures(runs, out / f"{knob}.png", key=knob))
     if any(r["series"].get("buckets") for r in runs):
