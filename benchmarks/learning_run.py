@@ -33,6 +33,10 @@ BETAS = (0.0, 0.04, 0.16)
 # The clip-range sweep (issue 21): GRPOConfig's (and TRL's) default 0.2, half of it and twice it.
 EPSILONS = (0.1, 0.2, 0.4)
 EPSILONS_HIGH = (0.2, 0.28, 0.4)  # the upper clip bound, epsilon at 0.2: symmetric, DAPO's clip-higher 0.28, wider
+# How a clip bound is adapted (epsilon, epsilon_high): (name, updater, options) for the reward improvement (exp3), the
+# clipped share against the target 0.1 (clip_target), and not learned (uniform).
+CLIP_ARMS = (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "clip_target"}),
+             ("clip_target", "softmax_gradient", {"reward": "clip_target"}))
 
 
 # -- the strategies ---------------------------------------------------------------------------------------------
@@ -121,15 +125,13 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     # (exp3), from the clipped share against the target 0.1 (clip_target), or not learned (uniform).
     *(Strategy(f"eps_{e:g}", "fixed", value=e, knob="epsilon") for e in EPSILONS),
     *(Strategy(f"eps_{name}", "metahp", updater=updater, knob="epsilon", options={"values": list(EPSILONS), **extra})
-      for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "clip_target"}),
-                                   ("clip_target", "softmax_gradient", {"reward": "clip_target"}))),
+      for name, updater, extra in CLIP_ARMS),
     # epsilon_high (DAPO's clip-higher) as the knob, epsilon at its default 0.2, the temperature at 1.0, two epochs:
     # the sweep over the upper bound, and one run adapting it, learned as for epsilon.
     *(Strategy(f"epsh_{e:g}", "fixed", value=e, knob="epsilon_high") for e in EPSILONS_HIGH),
     *(Strategy(f"epsh_{name}", "metahp", updater=updater, knob="epsilon_high",
                options={"values": list(EPSILONS_HIGH), **extra})
-      for name, updater, extra in (("exp3", "exp3", {}), ("uniform", "uniform", {"reward": "clip_target"}),
-                                   ("clip_target", "softmax_gradient", {"reward": "clip_target"}))),
+      for name, updater, extra in CLIP_ARMS),
 )}
 
 
@@ -270,7 +272,7 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
     _init_worker(args.threads)
     import metahp
     from metahp.lab.baselines import EntropyTarget, LinearSchedule
-    from metahp.lab.grpo import GRPOTrainer
+    from metahp.lab.grpo import HYPERPARAMETER_FIELDS, GRPOTrainer
     from metahp.lab.tasks import make_task
 
     strategy = STRATEGIES[strategy_name]
@@ -285,12 +287,8 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
 
         base = settings.get("learning_rate", GRPOConfig.model_fields["learning_rate"].default)
         settings["learning_rate"] = base * strategy.value
-    if strategy.kind == "fixed" and strategy.knob == "beta":
-        settings["kl_beta"] = strategy.value
-    if strategy.kind == "fixed" and strategy.knob == "epsilon":
-        settings["clip_eps"] = strategy.value
-    if strategy.kind == "fixed" and strategy.knob == "epsilon_high":
-        settings["clip_eps_high"] = strategy.value
+    elif strategy.kind == "fixed" and HYPERPARAMETER_FIELDS.get(strategy.knob):  # beta, epsilon, epsilon_high
+        settings[HYPERPARAMETER_FIELDS[strategy.knob]] = strategy.value
     settings.update(strategy.trainer)
     trainer = GRPOTrainer(model, tokenizer, task, prompts_per_step=args.prompts_per_step,
                           num_generations=args.num_generations,
@@ -352,19 +350,11 @@ def run_one(args: Args, task_name: str, seed: int, strategy_name: str) -> dict:
             "entropy": [m["entropy"] for m in history],
             # metahp updaters: expected temperature under the meta-policy after each update
             "temperature_mean": [m.get("metahp/temperature_mean") for m in history] if adapted else None,
-            # the learning-rate knob: the multiplier each batch used, and its expected value under the meta-policy
-            **({"learning_rate": [m.get("metahp/learning_rate") for m in history],
-                "learning_rate_mean": [m.get("metahp/learning_rate_mean") for m in history]}
-               if adapted and strategy.knob == "learning_rate" else {}),
-            **({"beta": [m.get("metahp/beta") for m in history],
-                "beta_mean": [m.get("metahp/beta_mean") for m in history]}
-               if adapted and strategy.knob == "beta" else {}),
-            **({"epsilon": [m.get("metahp/epsilon") for m in history],
-                "epsilon_mean": [m.get("metahp/epsilon_mean") for m in history]}
-               if adapted and strategy.knob == "epsilon" else {}),
-            **({"epsilon_high": [m.get("metahp/epsilon_high") for m in history],
-                "epsilon_high_mean": [m.get("metahp/epsilon_high_mean") for m in history]}
-               if adapted and strategy.knob == "epsilon_high" else {}),
+            # an adapted hyperparameter (learning-rate multiplier, beta, epsilon, epsilon_high): the value each batch
+            # used, and its expected value under the meta-policy
+            **({strategy.knob: [m.get(f"metahp/{strategy.knob}") for m in history],
+                f"{strategy.knob}_mean": [m.get(f"metahp/{strategy.knob}_mean") for m in history]}
+               if adapted and strategy.knob in HYPERPARAMETER_FIELDS else {}),
             # the share of tokens the loss clipped (epochs after the first) and the KL to the reference, per step
             "clip_fraction": [m.get("update/clip_fraction") for m in history],
             "kl": [m.get("update/kl") for m in history],
