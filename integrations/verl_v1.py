@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from metahp.errors import ConfigError
+from metahp.errors import ConfigError, InputError
 
 from . import kit
 from . import verl_0_9 as verl_compat
@@ -141,7 +141,7 @@ class VerlV1Adapter(VerlAdapterBase):
         """Refuse prompts that carry verl's per-prompt sampling columns, which metahp's draw cannot honour."""
         keys = set(batch.keys())
         if self.per == "completion" and verl_compat.V1_ROLLOUT_N_COLUMN in keys:
-            raise RuntimeError(f"metahp: the step's prompts carry {verl_compat.V1_ROLLOUT_N_COLUMN} (a number of "
+            raise InputError(f"metahp: the step's prompts carry {verl_compat.V1_ROLLOUT_N_COLUMN} (a number of "
                                f"completions per prompt), but values per completion draw rollout.n="
                                f"{self.group_size} values for each prompt: drop that column, or use per='batch'.")
         if verl_compat.V1_DO_SAMPLE_COLUMN in keys:
@@ -149,7 +149,7 @@ class VerlV1Adapter(VerlAdapterBase):
             flags = [column.data] if type(column).__name__ == "NonTensorData" else _as_list(column)  # one for all
             greedy = [flag for flag in flags if not bool(flag)]
             if greedy:
-                raise RuntimeError(f"metahp: {len(greedy)} of the step's prompts ask for greedy decoding "
+                raise InputError(f"metahp: {len(greedy)} of the step's prompts ask for greedy decoding "
                                    f"({verl_compat.V1_DO_SAMPLE_COLUMN}=False), which metahp's temperature would "
                                    f"override: drop that column from training prompts.")
 

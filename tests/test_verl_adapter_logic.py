@@ -9,7 +9,7 @@ import pytest
 import torch
 from metahp.integrations import verl, verl_0_9, verl_v1
 
-from metahp import ConfigError
+from metahp import ConfigError, InputError
 
 
 def config(**changes):
@@ -186,7 +186,7 @@ def test_v1_prompts_with_their_own_number_of_completions_or_greedy_decoding_are_
     from types import SimpleNamespace
 
     adapter = SimpleNamespace(per=per, group_size=4)  # the two attributes the check reads
-    with pytest.raises(RuntimeError, match=words):
+    with pytest.raises(InputError, match=words):
         verl_v1.VerlV1Adapter._check_prompt_columns(adapter, columns)
     # what verl's own training path sends: neither column, or sampling asked for on every prompt
     verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"uid": ["a", "b"]})
@@ -202,6 +202,6 @@ def test_v1_a_greedy_flag_given_once_for_all_prompts_is_read_as_one_value():
             self.data = data
 
     adapter = SimpleNamespace(per="batch", group_size=4)
-    with pytest.raises(RuntimeError, match="1 of the step's prompts ask for greedy decoding"):
+    with pytest.raises(InputError, match="1 of the step's prompts ask for greedy decoding"):
         verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"__do_sample__": NonTensorData(False)})
     verl_v1.VerlV1Adapter._check_prompt_columns(adapter, {"__do_sample__": NonTensorData(True)})
