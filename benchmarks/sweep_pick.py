@@ -13,8 +13,8 @@ folder already holds:
     best run      max_T acc(T, s')                                           (the run a sweeper keeps: 5 runs' cost)
 
 Each learned strategy is paired by seed against each, with a 95% t-interval over s'. The one-seed pick's values for
-different s' reuse the same seeds, so its interval is approximate (slightly too narrow). Writes report.md and
-sweep_pick.json to ``--output``.
+different s' reuse the same seeds, so its interval is approximate (slightly too narrow). Writes report.md,
+sweep_pick.json and sweep_pick.png (each baseline and strategy against the oracle, per task) to ``--output``.
 """
 
 from __future__ import annotations
@@ -169,6 +169,59 @@ def report(cohorts: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(cohorts: list[dict], path: Path) -> Path:
+    """One panel per cohort: per task and over tasks, each baseline's and strategy's mean difference against the
+    oracle with its 95% interval, so the one-seed pick's cost sits beside the learned runs' gap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cohorts), figsize=(6.5 * len(cohorts), 4.2), squeeze=False)
+    for ax, c in zip(axes[0], cohorts, strict=True):
+        tasks = [*c["tasks"], "mean"]
+        series = {BASELINE_NAMES["one_seed"]: [], BASELINE_NAMES["best_run"]: []}
+        series.update({s: [] for s in c["mean_over_tasks"]["strategies"]})
+        for task in c["tasks"]:
+            e = c["tasks"][task]
+            series[BASELINE_NAMES["one_seed"]].append(e["baselines"]["one_seed"]["vs_oracle"])
+            series[BASELINE_NAMES["best_run"]].append(e["baselines"]["best_run"]["vs_oracle"])
+            for s, r in e["strategies"].items():
+                series[s].append(r["vs"]["oracle"])
+        m = c["mean_over_tasks"]
+        series[BASELINE_NAMES["one_seed"]].append(m["baselines"]["one_seed"])
+        series[BASELINE_NAMES["best_run"]].append(m["baselines"]["best_run"])
+        for s, r in m["strategies"].items():
+            series[s].append(r["oracle"])
+        width = 0.8 / len(series)
+        for k, (name, cells) in enumerate(series.items()):
+            x = np.arange(len(tasks)) + (k - (len(series) - 1) / 2) * width
+            d = np.array([cell[0] for cell in cells])
+            err = np.array([[cell[0] - cell[1] for cell in cells], [cell[2] - cell[0] for cell in cells]])
+            ax.errorbar(x, d, yerr=err, fmt="o", capsize=3, label=name)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axhspan(-0.02, 0.02, color="0.9", zorder=0)  # the issue's "within 0.02"
+        ax.set_xticks(range(len(tasks)), tasks)
+        ax.set_ylabel("held-out greedy accuracy minus the oracle's")
+        ax.set_title(c["label"], fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _rounded(obj):
+    """Floats to 6 decimals: the JSON does not depend on the last bits of a platform's arithmetic."""
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
 def study(cohorts=COHORTS, tasks=TASKS) -> list[dict]:
     out = []
     for label, folder, strategies in cohorts:
@@ -197,7 +250,8 @@ def main(argv=None) -> list[dict]:
     args.output.mkdir(parents=True, exist_ok=True)
     text = report(result)
     (args.output / "report.md").write_text(text + "\n")
-    (args.output / "sweep_pick.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (args.output / "sweep_pick.json").write_text(json.dumps(_rounded(result), indent=1) + "\n")
+    plot(result, args.output / "sweep_pick.png")
     print(text)
     return result
 
