@@ -12,7 +12,7 @@ this computes by teacher forcing the exact probability that one completion sampl
 averaged over held-out prompts of each instruction (``rev``: the common skill, ``revs``: the rare one). From the rates
 it derives each mixture's discovery rate against fixed 1.5 (a mixture drawing value T with probability w_T finds the
 skill at sum_T w_T P_T per completion), and the share of completions a mixture would need at its hottest value to
-match fixed 1.5. Writes discovery_rate.json and report.md to ``--output``.
+match fixed 1.5. Writes discovery_rate.json, report.md and discovery_rate.png (the rates against T) to ``--output``.
 """
 
 from __future__ import annotations
@@ -116,6 +116,35 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(result: dict, path: Path) -> Path:
+    """The exact-answer rate against T on a log scale, one panel per instruction: each seed thin, the mean thick, the
+    sweep's grid shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temps = result["temperatures"]
+    kinds = sorted(result["mean"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for entry in result["per_seed"].values():
+            ax.plot(temps, [entry[kind]["rate"][f"{t:g}"] for t in temps], color="0.7", lw=0.8)
+        ax.plot(temps, [result["mean"][kind][f"{t:g}"] for t in temps], "o-", color="C0", lw=2.5,
+                label=f"mean over {len(result['per_seed'])} seeds")
+        ax.axvspan(min(result["grid"]), max(result["grid"]), color="C2", alpha=0.12, label="the sweep's grid")
+        ax.axvline(result["reference"], color="C3", ls="--", lw=1, label=f"best fixed ({result['reference']:g})")
+        ax.set_yscale("log")
+        ax.set_xlabel("sampling temperature T")
+        ax.set_ylabel("P(one completion exactly right)")
+        ax.set_title(f"{result['task']}: {kind}" + (" (the rare skill)" if kind == result["rare_instruction"] else ""))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(15)), help="warm starts (seeds)")
@@ -132,6 +161,7 @@ def main(argv=None) -> dict:
     text = report(result)
     (args.output / "discovery_rate.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.output / "report.md").write_text(text + "\n")
+    plot(result, args.output / "discovery_rate.png")
     print(text, file=sys.stdout)
     return result
 

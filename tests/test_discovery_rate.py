@@ -75,3 +75,4 @@ def test_smoke_mode_writes_a_report(discovery, tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "out" / "discovery_rate.json").read_text())
     assert saved["rare_instruction"] == "revs"
     assert "share needed at 2" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "discovery_rate.png").stat().st_size > 0
