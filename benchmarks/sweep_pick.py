@@ -34,12 +34,15 @@ from learning_stats import mean_ci, paired_diff  # noqa: E402
 from paired_table import complete_seeds, is_fixed, values_by_strategy  # noqa: E402
 
 TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill")
-# (label, results folder, learned strategies): the reporting run of values per completion, and the per-group tuning
-# run (tuning seeds: its learned arms were tuned there, so its rows are no result for them)
+# (label, results folder, learned strategies): the reporting run of values per completion, the per-group tuning
+# run (tuning seeds: its learned arms were tuned there, so its rows are no result for them), and the confirmation run
+# on fresh seeds with exp3 beside them
 COHORTS = (
     ("reporting seeds 0-9", HERE / "results" / "per_completion", ("rows_informative_lr0.25", "rows_uniform")),
     ("tuning seeds 10-14", HERE / "results" / "per_group_tuning",
      ("group_informative", "rows_informative_lr0.25", "exp3")),
+    ("fresh seeds 15-24, confirmation run", HERE / "results" / "confirmation",
+     ("rows_informative_lr0.25", "rows_uniform", "exp3")),
 )
 BASELINES = ("oracle", "other_seeds", "one_seed", "best_run")
 BASELINE_NAMES = {"oracle": "oracle (hindsight, all seeds)", "other_seeds": "picked from the other seeds",

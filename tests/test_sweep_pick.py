@@ -25,7 +25,8 @@ def test_the_committed_report_is_rebuilt_from_the_committed_runs(sweep_pick, tmp
     assert (tmp_path / "sweep_pick.json").read_bytes() == (COMMITTED / "sweep_pick.json").read_bytes()
     assert (tmp_path / "sweep_pick.png").stat().st_size > 0
     result = json.loads((COMMITTED / "sweep_pick.json").read_text())
-    assert [c["label"] for c in result] == ["reporting seeds 0-9", "tuning seeds 10-14"]
+    assert [c["label"] for c in result] == ["reporting seeds 0-9", "tuning seeds 10-14",
+                                                 "fresh seeds 15-24, confirmation run"]
     assert list(result[0]["tasks"]) == ["addition", "countdown", "reverse", "sort", "rare_skill"]
 
 
