@@ -12,6 +12,20 @@ PHASES = 5
 UNIFORM = "rows_uniform"  # the per-completion ablation: the grid mixed evenly in every group, never learned
 
 
+def rounded(obj):
+    """Floats to 6 decimals, so a JSON record does not depend on the last bits of a platform's arithmetic; NaN becomes
+    None (JSON has no NaN). Dicts, lists and tuples are walked."""
+    if isinstance(obj, float):
+        if np.isnan(obj):
+            return None
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v) for v in obj]
+    return obj
+
+
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided t-interval over seeds: mean +- t_{(1+level)/2, n-1} * sd / sqrt(n) (nan if n < 2)."""
     from scipy import stats

@@ -65,7 +65,7 @@ if str(HERE) not in sys.path:  # imported from a file (the tests) rather than ru
 
 from learning_report import load_runs  # noqa: E402
 from learning_run import STRATEGIES, TASKS, kind_of  # noqa: E402
-from learning_stats import mean_ci  # noqa: E402
+from learning_stats import mean_ci, rounded  # noqa: E402
 
 DEFAULT_RUNS = (HERE / "results" / "per_completion" / "runs", HERE / "results" / "per_completion_tuning" / "runs")
 DEFAULT_OUTPUT = HERE / "results" / "signal_study"
@@ -413,19 +413,6 @@ def _normalised(values) -> np.ndarray:
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
-def _rounded(obj):
-    """Floats to 6 decimals (the JSON does not depend on the last bits of a platform's arithmetic); no NaN."""
-    if isinstance(obj, float):
-        if np.isnan(obj):
-            return None
-        return round(obj, 6)
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_rounded(v) for v in obj]
-    return obj
-
-
 def command_line(folders: list[Path]) -> str:
     return "python benchmarks/signal_study.py " + " ".join(f"--runs {_shown(f)}" for f in folders)
 
@@ -445,7 +432,7 @@ def main(argv=None) -> dict:
         parser.error(f"no such run folder: {', '.join(missing)}; pass --runs benchmarks/results/<name>/runs")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # mean_ci over a single seed
-        result = _rounded(study(folders))
+        result = rounded(study(folders))
     if not result["cohorts"]:
         parser.error("no task with at least three fixed temperatures in " + ", ".join(map(str, folders)))
     args.output.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from learning_report import load_runs  # noqa: E402
-from learning_stats import mean_ci, paired_diff  # noqa: E402
+from learning_stats import mean_ci, paired_diff, rounded  # noqa: E402
 from paired_table import complete_seeds, is_fixed, values_by_strategy  # noqa: E402
 
 TASKS = ("addition", "countdown", "reverse", "sort", "rare_skill")
@@ -214,17 +214,6 @@ def plot(cohorts: list[dict], path: Path) -> Path:
     return path
 
 
-def _rounded(obj):
-    """Floats to 6 decimals: the JSON does not depend on the last bits of a platform's arithmetic."""
-    if isinstance(obj, float):
-        return round(obj, 6)
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_rounded(v) for v in obj]
-    return obj
-
-
 def study(cohorts=COHORTS, tasks=TASKS) -> list[dict]:
     out = []
     for label, folder, strategies in cohorts:
@@ -253,7 +242,7 @@ def main(argv=None) -> list[dict]:
     args.output.mkdir(parents=True, exist_ok=True)
     text = report(result)
     (args.output / "report.md").write_text(text + "\n")
-    (args.output / "sweep_pick.json").write_text(json.dumps(_rounded(result), indent=1) + "\n")
+    (args.output / "sweep_pick.json").write_text(json.dumps(rounded(result), indent=1) + "\n")
     plot(result, args.output / "sweep_pick.png")
     print(text)
     return result

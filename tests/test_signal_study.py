@@ -80,11 +80,11 @@ def test_the_report_says_constant_instead_of_nan(study):
     result = {"signals": list(study.SIGNALS), "windows": ["first 10%", "whole run"],
               "cohorts": [{"folder": "synthetic", "label": "seeds 0-0",
                            "tasks": {"synthetic": study.study_task(_synthetic(accuracy), windows=(0.1, 1.0))}}]}
-    text = study.format_report(study._rounded(result), "python benchmarks/signal_study.py --runs synthetic")
+    text = study.format_report(study.rounded(result), "python benchmarks/signal_study.py --runs synthetic")
     assert "| synthetic | informativeness | n/a (constant); seeds n/a (constant) |" in text
     assert "| synthetic | reward | +1.00 (p 0.01); seeds +1.00 [+1.00, +1.00] |" in text
     assert "nan" not in text.lower()
-    json.dumps(study._rounded(result), allow_nan=False)  # no NaN reaches the JSON either
+    json.dumps(study.rounded(result), allow_nan=False)  # no NaN reaches the JSON either
 
 
 def test_counterfactual_and_slope(study):
