@@ -1,22 +1,16 @@
 """The exact-answer rate by temperature (benchmarks/discovery_rate.py): its teacher-forced probability is the
 probability of the sampler's own draw, its mixture arithmetic is right, and its smoke mode runs end to end."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_module import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def discovery():
-    spec = importlib.util.spec_from_file_location("discovery_rate", BENCH / "discovery_rate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("discovery_rate")
 
 
 def _sampled_answer(model, tokenizer, prompt_ids, temperature):

@@ -1,24 +1,19 @@
 """The signal study (benchmarks/signal_study.py): the committed report is rebuilt from the committed runs, and its
 rank agreement, picks and regrets are right on synthetic runs whose answer is known."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_module import BENCH, load_benchmark
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 COMMITTED = BENCH / "results" / "signal_study"
 TEMPS = (0.6, 0.8, 1.0, 1.2, 1.5)
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("signal_study", BENCH / "signal_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("signal_study")
 
 
 def test_the_committed_report_is_rebuilt_from_the_committed_runs(study, tmp_path):

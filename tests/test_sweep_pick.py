@@ -1,22 +1,17 @@
 """What a sweep's pick is worth on a new run (benchmarks/sweep_pick.py): the committed report is rebuilt from the
 committed runs, and each baseline is right on small sweeps whose answer is worked out by hand."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from benchmark_module import BENCH, load_benchmark
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 COMMITTED = BENCH / "results" / "sweep_pick"
 
 
 @pytest.fixture(scope="module")
 def sweep_pick():
-    spec = importlib.util.spec_from_file_location("sweep_pick", BENCH / "sweep_pick.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sweep_pick")
 
 
 def test_the_committed_report_is_rebuilt_from_the_committed_runs(sweep_pick, tmp_path):
