@@ -142,16 +142,16 @@ class VerlV1Adapter(VerlAdapterBase):
         keys = set(batch.keys())
         if self.per == "completion" and verl_compat.V1_ROLLOUT_N_COLUMN in keys:
             raise InputError(f"metahp: the step's prompts carry {verl_compat.V1_ROLLOUT_N_COLUMN} (a number of "
-                               f"completions per prompt), but values per completion draw rollout.n="
-                               f"{self.group_size} values for each prompt: drop that column, or use per='batch'.")
+                             f"completions per prompt), but values per completion draw rollout.n="
+                             f"{self.group_size} values for each prompt: drop that column, or use per='batch'.")
         if verl_compat.V1_DO_SAMPLE_COLUMN in keys:
             column = batch[verl_compat.V1_DO_SAMPLE_COLUMN]
             flags = [column.data] if type(column).__name__ == "NonTensorData" else _as_list(column)  # one for all
             greedy = [flag for flag in flags if not bool(flag)]
             if greedy:
                 raise InputError(f"metahp: {len(greedy)} of the step's prompts ask for greedy decoding "
-                                   f"({verl_compat.V1_DO_SAMPLE_COLUMN}=False), which metahp's temperature would "
-                                   f"override: drop that column from training prompts.")
+                                 f"({verl_compat.V1_DO_SAMPLE_COLUMN}=False), which metahp's temperature would "
+                                 f"override: drop that column from training prompts.")
 
     # -- scoring per completion: each row's value as a TransferQueue field, read with the row ------------------------
     def _scored(self, call):
