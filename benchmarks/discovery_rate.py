@@ -152,6 +152,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--smoke", action="store_true", help="one seed, 4 prompts, a tiny warm start (the tests)")
     args = parser.parse_args(argv)
+    if args.prompts < 1 or any(seed < 0 for seed in args.seeds):
+        parser.error(f"--prompts must be at least 1 and --seeds non-negative, got {args.prompts} and {args.seeds}")
     warm = None
     if args.smoke:
         args.seeds, args.prompts = args.seeds[:1], 4

@@ -70,3 +70,9 @@ def test_smoke_mode_writes_a_report(discovery, tmp_path, monkeypatch):
     assert saved["rare_instruction"] == "revs"
     assert "share needed at 2" in (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "discovery_rate.png").stat().st_size > 0
+
+
+def test_no_prompts_is_refused_with_a_message(discovery, capsys):
+    with pytest.raises(SystemExit):
+        discovery.main(["--prompts", "0"])
+    assert "--prompts must be at least 1" in capsys.readouterr().err
